@@ -1,0 +1,87 @@
+"""The dataset job's config: one dataclass tree, loaded by `jobs.config` from YAML + overrides.
+
+Each stage owns its own section (defined next to the stage); this file only composes them and
+holds the job-level knobs. Defaults are the paper's setup (16 frames, 32,768 surface points,
+1,024 queries, 256^3 watertight grid, 518 px conditioning frames).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipelines.bake import BakeConfig
+from pipelines.normalize import MotionConfig, NormalizeConfig
+from pipelines.queries import QueryConfig
+from pipelines.render import RenderConfig
+from pipelines.sdf import SdfConfig
+from pipelines.sharp import SharpConfig
+from pipelines.sources import SourceConfig
+from pipelines.watertight import WatertightConfig
+
+
+@dataclass
+class ClipConfig:
+    animations: Literal["first", "all"] = "first"  # which of an asset's animations become clips
+    window: float = 0.0  # seconds per clip; 0 = the whole animation is one clip
+    stride: float = 0.0  # seconds between window starts; 0 = same as window (no overlap)
+    max_per_animation: int = 1  # cap on windows taken from one animation (0 = no cap)
+
+
+@dataclass
+class SplitConfig:
+    # Fractions of assets (by a hash of the uid, so every clip of an asset lands in one split).
+    val: float = 0.02
+    test: float = 0.02
+
+
+@dataclass
+class OutputConfig:
+    path: str = "out/dataset"  # local folder or a pyarrow filesystem URI (s3://bucket/prefix, ...)
+    name: str = "shapegen4d"
+    rows_per_shard: int = 16
+    overwrite: bool = False  # allow reusing an output folder built with a different config
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = start a local Ray instance; "auto" or ray://host:port for a cluster
+    num_cpus: int = 0  # local instance only; 0 = all cores
+    cpus_per_asset: float = 1.0
+    memory_per_asset_gb: float = 3.0  # reserved per asset task so a node never runs out of memory
+    progress_bars: bool = False  # Ray Data's own bars; the job logs one line per asset regardless
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db
+    experiment: str = "shapegen4d-datasets"
+
+
+@dataclass
+class DatasetConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    num_frames: int = 16
+    num_surface_points: int = 32768
+    num_sharp_points: int = 8192  # sharp-edge surface points per frame (0 = column left out)
+    num_queries: int = 1024
+    num_sharp_queries: int = 0  # Step1X-3D's second query set (0 = off, the paper's 1024-latent setting)
+    seed: int = 0
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    bake: BakeConfig = field(default_factory=BakeConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    queries: QueryConfig = field(default_factory=QueryConfig)
+    sharp: SharpConfig = field(default_factory=SharpConfig)
+    watertight: WatertightConfig = field(default_factory=WatertightConfig)
+    sdf: SdfConfig = field(default_factory=SdfConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+# Sections that change how or where the job runs, never what a row contains: left out of the
+# config digest so moving a dataset job to a cluster keeps its digest (and its resume point).
+RUNTIME_KEYS = ("output", "ray", "mlflow")

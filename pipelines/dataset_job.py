@@ -1,0 +1,138 @@
+"""The dataset job on Ray Data: list -> (per asset: fetch..render) -> ordered shards -> manifest.
+
+One streaming pipeline: a Ray Data `map` runs `process_asset` on each pending asset with a CPU
+and memory reservation, and the driver consumes the results in input order (preserve_order),
+handing them to the ShardSink. Ordered consumption is what makes shard contents identical
+across runs and resumes; the price is that one slow asset briefly holds back the writes of
+faster ones behind it, which the object store absorbs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipelines import process, shards, sources
+from pipelines.config import DatasetConfig
+
+log = logging.getLogger("shapegen4d.dataset")
+
+
+@dataclass
+class Summary:
+    output: str
+    manifest: dict
+    wall_s: float
+    cpu_s: dict[str, float]
+    processed_this_run: int
+    skipped_done: int
+
+    def text(self) -> str:
+        f = self.manifest["funnel"]
+        lines = [
+            f"dataset {self.manifest['name']} -> {self.output}",
+            f"  digest {self.manifest['digest'][:16]}  schema v{self.manifest['schema_version']}  "
+            f"{self.manifest['rows']} clips in {len(self.manifest['shards'])} shards  splits {self.manifest['splits']}",
+            f"  assets: {f['candidates']} candidates, {f['assets_with_clips']} kept, {f['assets_rejected']} rejected whole; "
+            f"clips: {f['clips_kept']} kept, {f['clips_rejected']} rejected",
+            f"  this run: {self.processed_this_run} assets processed, {self.skipped_done} already done, wall {self.wall_s:.1f} s",
+        ]
+        if f["rejected_by_stage"]:
+            lines.append("  rejected by stage/reason:")
+            for stage, reasons in f["rejected_by_stage"].items():
+                lines.append("    " + stage + ": " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+        clips = max(f["clips_kept"] + f["clips_rejected"], 1)
+        if self.cpu_s:
+            lines.append("  CPU-s per stage (total | per clip):")
+            order = [s for s in process.STAGES if s in self.cpu_s] + sorted(set(self.cpu_s) - set(process.STAGES))
+            for s in order:
+                lines.append(f"    {s:<11} {self.cpu_s[s]:9.1f} | {self.cpu_s[s] / clips:7.2f}")
+        return "\n".join(lines)
+
+
+def _init_ray(cfg: DatasetConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        # On a cluster the code travels with `ray job submit --working-dir .` (see infra/).
+        ray.init(address=cfg.ray.address)
+        return
+    # Local workers must import this checkout even when it is not pip-installed.
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=cfg.ray.num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
+
+
+def _map_fn(cfg: DatasetConfig, config_digest: str):
+    def fn(item: dict) -> dict:
+        ref = sources.AssetRef(**json.loads(item["ref"]))
+        result = process.process_asset(ref, cfg, config_digest)
+        result.cpu_s = dict(result.cpu_s)
+        # The driver is the only consumer; pickling keeps arrays exact and avoids a schema per asset.
+        return {"uid": ref.uid, "result": pickle.dumps(result, protocol=5)}
+
+    return fn
+
+
+def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
+    """Build (or finish building) the dataset described by cfg; return its summary."""
+    t0 = time.time()
+    out = shards.Output(cfg.output.path)
+    out.check_writable()
+    refs, curate_rejects = sources.list_assets(cfg.source)
+    state = shards.ResumeState.load(out, config_digest, cfg.output.overwrite)
+    done = state.completed
+    pending = [r for r in refs if r.uid not in done]
+    log.info(
+        "%d candidate assets, %d rejected on metadata, %d to process, %d already done (%s)",
+        len(refs) + len(curate_rejects), len(curate_rejects), len(pending), len(refs) - len(pending), out.uri,
+    )
+    dims = process.dims(cfg)
+    sink = shards.ShardSink(out, dims, cfg.output.rows_per_shard, config_digest, state)
+    if pending:
+        _stream(cfg, config_digest, pending, sink)
+    sink.close()
+    manifest = shards.finalize(
+        out, state, curate_rejects, len(refs) + len(curate_rejects), config, config_digest, dims, cfg.output.name
+    )
+    return Summary(out.uri, manifest, time.time() - t0, shards.cpu_seconds(state), len(pending), len(refs) - len(pending))
+
+
+def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.ShardSink) -> None:
+    import ray
+
+    _init_ray(cfg)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = cfg.ray.progress_bars
+    items = [{"uid": r.uid, "ref": json.dumps(asdict(r))} for r in pending]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+        _map_fn(cfg, config_digest),
+        num_cpus=cfg.ray.cpus_per_asset,
+        memory=int(cfg.ray.memory_per_asset_gb * 2**30),
+    )
+    t0 = time.time()
+    for i, row in enumerate(ds.iter_rows(), start=1):
+        result: process.AssetResult = pickle.loads(row["result"])
+        sink.add(result)
+        elapsed = time.time() - t0
+        eta = elapsed / i * (len(pending) - i)
+        status = f"{len(result.rows)} clip(s)" + (
+            f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
+        )
+        log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s | elapsed %s, ETA %s", i, len(pending), 100 * i / len(pending),
+                 result.uid, status, sum(result.cpu_s.values()), _hms(elapsed), _hms(eta))
+        for r in result.rejects:
+            if r.reason == "internal_error":
+                log.error("internal error on %s %s:\n%s", r.uid, r.sample_id, r.detail)
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

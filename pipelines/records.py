@@ -1,0 +1,22 @@
+"""What one processed asset hands to the shard writer: its rows, its rejects, its CPU time."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reject:
+    uid: str
+    sample_id: str  # "" when the whole asset was rejected
+    stage: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class AssetResult:
+    uid: str
+    rows: list[dict] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per stage

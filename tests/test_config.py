@@ -1,0 +1,74 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jobs import config as config_lib
+from jobs.config import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+
+
+@dataclass
+class Inner:
+    size: int = 3
+    scales: tuple[float, ...] = (0.1, 0.2)
+    mode: str = "a"
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    flag: bool = False
+    ratio: float = 0.5
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: y\ninner:\n  size: 7\n")
+    cfg = config_lib.load(Outer, f, ["inner.scales=[1, 2.5]", "flag=true", "ratio=2"])
+    assert cfg == Outer(name="y", flag=True, ratio=2.0, inner=Inner(size=7, scales=(1.0, 2.5)))
+
+
+def test_unknown_keys_are_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  sise: 7\n")
+    with pytest.raises(ConfigError, match=r"inner\.sise"):
+        config_lib.load(Outer, f)
+    with pytest.raises(ConfigError, match=r"inner\.nope"):
+        config_lib.load(Outer, None, ["inner.nope=1"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        config_lib.load(Outer, None, ["inner.size=big"])
+    with pytest.raises(ConfigError, match="not a section"):
+        config_lib.load(Outer, None, ["name.x=1"])
+
+
+def test_cli_exits_2_on_bad_key(capsys):
+    with pytest.raises(SystemExit) as e:
+        config_lib.cli(Outer, ["bogus=1"], "test")
+    assert e.value.code == 2
+    assert "bogus" in capsys.readouterr().err
+
+
+def test_digest_is_stable_and_sensitive():
+    a, b = Outer(), Outer()
+    assert config_lib.digest(a) == config_lib.digest(b)
+    b.inner.size = 4
+    assert config_lib.digest(a) != config_lib.digest(b)
+    assert config_lib.flatten(config_lib.to_dict(a))["inner.size"] == 3
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    from pipelines.config import DatasetConfig
+
+    # Each shipped config names its job in its first line: "# job: <module>".
+    job = path.read_text().splitlines()[0].removeprefix("# job:").strip()
+    cls = {"build_dataset": DatasetConfig}[job]
+    cfg = config_lib.load(cls, path)
+    assert config_lib.from_dict(cls, config_lib.to_dict(cfg)) == cfg
+
+
+def test_there_are_shipped_configs():
+    assert {p.name for p in CONFIGS} >= {"default.yaml", "demo.yaml"}
