@@ -33,7 +33,6 @@ not .glb/.gltf). A missing or empty source is a job-level FileNotFoundError / Va
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import multiprocessing
@@ -419,23 +418,20 @@ def _exists(fss: _Filesystems, uris: list[str]) -> dict[str, bool]:
 
 
 def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str) -> Callable[[str], bytes]:
-    def read(uri: str) -> bytes:
-        if uri.startswith("data:"):  # embedded buffer/image: nothing to read from storage
-            header, _, payload = uri.partition(",")
-            try:
-                return base64.b64decode(payload, validate=True) if header.endswith(";base64") else urllib.parse.unquote_to_bytes(payload)
-            except ValueError as e:  # binascii.Error
-                raise AssetError("fetch", "fetch_failed", f"{asset}: bad data URI: {e}") from e
-        # glTF URIs are percent-encoded references relative to the asset. An absolute one would
-        # let a file name anything on the worker's storage, so only relative ones are read.
-        rel = urllib.parse.unquote(uri)
-        if _is_uri(uri) or rel.startswith("/"):
-            raise AssetError("fetch", "fetch_failed", f"{asset}: external uri {uri!r} is not relative to the asset")
+    """Reader for a .gltf's external files, given the URL-decoded relative path gltf_io passes.
+
+    Errors are OSError/ValueError so the glTF reader reports them as `missing_buffer`.
+    """
+
+    def read(rel: str) -> bytes:
+        # An absolute reference would let a file name anything on the worker's storage.
+        if _is_uri(rel) or rel.startswith("/"):
+            raise ValueError(f"{asset}: external uri {rel!r} is not relative to the asset")
         path = posixpath.normpath(posixpath.join(base_dir, rel))
         try:
             return _read(fs, path)
         except OSError as e:
-            raise AssetError("fetch", "fetch_failed", f"{asset}: external file {uri!r} ({path}): {e}") from e
+            raise FileNotFoundError(f"{asset}: external file {rel!r} ({path}): {e}") from e
 
     return read
 
