@@ -43,7 +43,6 @@ INTERPOLATIONS = ("LINEAR", "STEP", "CUBICSPLINE")
 
 @dataclass
 class BakeConfig:
-    num_frames: int = 16  # frames per clip, evenly spaced over the animation (see frame_times)
     max_faces: int = 500_000  # reject bigger meshes before any per-frame work
     # Skinning blends one 3x4 matrix per vertex and frame; vertices are processed in chunks of
     # this size so memory stays ~chunk * T * 96 bytes however large the mesh is.
