@@ -194,10 +194,11 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
         with timer("surface"):
             surface_TN6[t] = surface.sample_surface(wv, wf, cfg.num_surface_points, rng)
         with timer("sdf"):
-            vol_TN4[t], near_TN4[t] = sdf.sample_sdf(wv, wf, cfg.sdf, rng)
+            scene = sdf.raycasting_scene(wv, wf)  # one BVH per frame, shared with the projection
+            vol_TN4[t], near_TN4[t] = sdf.sample_sdf(wv, wf, cfg.sdf, rng, scene=scene)
         if cfg.queries.project_to_watertight:
             with timer("queries"):
-                q_TQ6[t] = queries.project(q_TQ6[t], sdf.raycasting_scene(wv, wf))
+                q_TQ6[t] = queries.project(q_TQ6[t], scene)
 
     with timer("render"):
         video = render.render_clip(verts_TV3, faces, baked.colors, cfg.render, rng)

@@ -1,0 +1,302 @@
+"""The glTF writer and the procedural samples: Khronos validation, determinism against the
+committed files, analytic ground truth (rest pose and the baker), closed sources, bad assets."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+import pytest
+import trimesh
+
+from pipelines import bake, gltf_io, procedural
+from pipelines.errors import AssetError
+from pipelines.gltf_write import Channel, GltfBuilder, Primitive
+
+REPO = Path(__file__).resolve().parents[1]
+VALIDATE = REPO / "tests" / "gltf_validate.mjs"
+VALIDATOR_DIR = Path(os.environ.get("GLTF_VALIDATOR_DIR", REPO / ".cache/npm/node_modules/gltf-validator"))
+INSTALL = "npm install --prefix .cache/npm gltf-validator@2.0.0-dev.3.10"
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[str, procedural.Sample]:
+    return {name: build() for name, build in procedural.SAMPLES.items()}
+
+
+def _glb_json(glb: bytes) -> dict:
+    length, kind = struct.unpack_from("<II", glb, 12)
+    assert kind == 0x4E4F534A
+    return json.loads(glb[20 : 20 + length])
+
+
+def _positions_from_file(glb: bytes) -> np.ndarray:
+    """POSITION data decoded by pygltflib (an independent reader), mesh nodes in scene DFS order."""
+    g = pygltflib.GLTF2.load_from_bytes(glb)
+    blob = g.binary_blob()
+    out, stack = [], list(reversed(g.scenes[g.scene].nodes))
+    while stack:
+        node = g.nodes[stack.pop()]
+        if node.mesh is not None:
+            for prim in g.meshes[node.mesh].primitives:
+                acc = g.accessors[prim.attributes.POSITION]
+                view = g.bufferViews[acc.bufferView]
+                start = view.byteOffset + (acc.byteOffset or 0)
+                out.append(np.frombuffer(blob, "<f4", acc.count * 3, start).reshape(-1, 3))
+        stack.extend(reversed(node.children or []))
+    return np.concatenate(out).astype(np.float64)
+
+
+# ---------------------------------------------------------------- Khronos validator
+
+
+def _feature_asset() -> GltfBuilder:
+    """Every writer feature in one file: 2 meshes (one with 2 primitives), hierarchy, a skin
+    with 6 influences (JOINTS_1), morph targets, and LINEAR/STEP/CUBICSPLINE samplers."""
+    b = GltfBuilder()
+    m0, m1 = b.add_material((1, 0, 0, 1)), b.add_material((0, 0.5, 1, 0.5), double_sided=True)
+    v, f = procedural.box_grid((1.0, 1.0, 1.0), (2, 2, 2))
+    s, sf = procedural.uv_sphere(0.5, 6, 8)
+    bump = np.stack([np.zeros(len(v)), v[:, 0], np.zeros(len(v))], 1)
+    mesh_a = b.add_mesh([
+        Primitive(v, f, normals=procedural.vertex_normals(v, f), targets=[bump, 0.5 * bump], material=m0),
+        Primitive(v + 2, f, colors=np.full((len(v), 4), 0.5), targets=[bump, -bump], material=m1),
+    ], weights=[0.25, 0.0])
+    joints = [b.add_node(name="j0")]
+    for k in range(1, 6):
+        joints.append(b.add_node(parent=joints[-1], translation=(0, 0.2, 0)))
+    ibm = np.stack([np.eye(4)] * 6)
+    ibm[:, 1, 3] = -0.2 * np.arange(6)
+    skin = b.add_skin(joints, ibm, skeleton=joints[0])
+    w = np.tile(np.arange(1.0, 7.0), (len(s), 1))
+    mesh_b = b.add_mesh([Primitive(s, sf, joints=np.tile(np.arange(6), (len(s), 1)), weights=w)])
+    a = b.add_node(mesh=mesh_a, translation=(1, 2, 3), rotation=(0, 0, 0.6, 0.8), scale=(1, 2, 1))
+    b.add_node(mesh=mesh_b, skin=skin)
+    t = np.array([0.0, 0.5, 1.0])
+    q = np.array([[0, 0, 0, 1], [0, 0, 0.6, 0.8], [0, 0.6, 0, 0.8]], float)
+    b.add_animation([
+        Channel(a, "translation", t, [[0, 0, 0], [1, 0, 0], [1, 1, 0]], "STEP"),
+        Channel(a, "scale", t, [[1, 1, 1], [2, 1, 1], [1, 1, 1]]),
+        Channel(joints[2], "rotation", t, np.stack([np.zeros_like(q), q, np.zeros_like(q)], 1), "CUBICSPLINE"),
+        Channel(a, "weights", t, np.stack([np.zeros((3, 2)), [[0, 0], [1, 0], [0, 1]], np.zeros((3, 2))], 1), "CUBICSPLINE"),
+    ], name="all")
+    return b
+
+
+@pytest.fixture(scope="module")
+def reports(samples, tmp_path_factory) -> dict[str, dict]:
+    """Validator report per file name (or {"error": ...} for unclassifiable input)."""
+    node = shutil.which("node")
+    if node is None or not (VALIDATOR_DIR / "module.mjs").exists():
+        msg = f"Khronos glTF validator unavailable (node={node}, {VALIDATOR_DIR}); install it with: {INSTALL}"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    d = tmp_path_factory.mktemp("validate")
+    for name, s in samples.items():
+        (d / f"{name}.glb").write_bytes(s.glb)
+    feat = _feature_asset()
+    (d / "features.glb").write_bytes(feat.to_glb())
+    feat.to_gltf_files(d, "features_ext")
+    procedural.bad_assets(d / "bad", max_faces=50)
+    files = sorted(d.glob("*.gl*")) + [d / "bad" / "missing_buffer.gltf", d / "bad" / "truncated.glb", d / "bad" / "corrupt.glb"]
+    run = subprocess.run([node, str(VALIDATE), *map(str, files)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GLTF_VALIDATOR_DIR": str(VALIDATOR_DIR)})
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    return {("bad/" if f.parent.name == "bad" else "") + f.name: r for f, r in zip(files, out)}
+
+
+def _issues(report: dict) -> dict:
+    return report["issues"]
+
+
+@pytest.mark.parametrize("name", [*procedural.SAMPLES, "features", "features_ext"])
+def test_written_files_pass_the_khronos_validator(reports, name):
+    report = reports.get(f"{name}.glb") or reports[f"{name}.gltf"]
+    issues = _issues(report)
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+    info = report["info"]
+    if name in procedural.SAMPLES:
+        assert info["animationCount"] == 1 and info["drawCallCount"] >= 1
+
+
+def test_validator_harness_sees_real_errors(reports):
+    """Broken files must come back broken: the harness neither hides errors nor external files."""
+    assert [m["code"] for m in _issues(reports["bad/missing_buffer.gltf"])["messages"]] == ["IO_ERROR"]
+    assert _issues(reports["bad/truncated.glb"])["numErrors"] > 0
+    assert "could not detect" in reports["bad/corrupt.glb"]["error"]
+    # The .gltf + .bin twin of features.glb was read through its external buffer.
+    assert reports["features_ext.gltf"]["info"]["resources"][0]["storage"] == "external"
+
+
+# ---------------------------------------------------------------- determinism and file layout
+
+
+def test_committed_samples_are_byte_identical_to_fresh_ones(samples, tmp_path):
+    written = procedural.write_samples(tmp_path)
+    assert sorted(written) == sorted(procedural.SAMPLES)
+    committed = sorted(p.name for p in procedural.SAMPLES_DIR.glob("*.glb"))
+    assert committed == sorted(f"{n}.glb" for n in procedural.SAMPLES)
+    for name, path in written.items():
+        fresh = path.read_bytes()
+        assert fresh == samples[name].glb, f"{name}: two builds differ"
+        assert (procedural.SAMPLES_DIR / f"{name}.glb").read_bytes() == fresh, (
+            f"{name}: committed file is stale; run python -m pipelines.procedural --out pipelines/samples")
+    assert sum(p.stat().st_size for p in procedural.SAMPLES_DIR.iterdir()) < 1_000_000
+
+
+def test_glb_layout_minmax_and_features(samples):
+    for name, s in samples.items():
+        glb = s.glb
+        magic, version, length = struct.unpack_from("<4sII", glb)
+        assert (magic, version, length) == (b"glTF", 2, len(glb)) and len(glb) % 4 == 0
+        doc = _glb_json(glb)
+        assert all(v["byteOffset"] % 4 == 0 for v in doc["bufferViews"])
+        rest = _positions_from_file(glb)
+        np.testing.assert_array_equal(rest, s.rest)  # the truth is built on the stored numbers
+        for mesh in doc["meshes"]:
+            for prim in mesh["primitives"]:
+                acc = doc["accessors"][prim["attributes"]["POSITION"]]
+                assert doc["bufferViews"][acc["bufferView"]]["target"] == 34962
+                assert doc["bufferViews"][doc["accessors"][prim["indices"]]["bufferView"]]["target"] == 34963
+                assert doc["accessors"][prim["indices"]]["componentType"] == 5125
+        # Exact bounds of the stored float32 data, per POSITION accessor.
+        g = pygltflib.GLTF2.load_from_bytes(glb)
+        for mesh in g.meshes:
+            for prim in mesh.primitives:
+                acc = g.accessors[prim.attributes.POSITION]
+                view = g.bufferViews[acc.bufferView]
+                data = np.frombuffer(g.binary_blob(), "<f4", acc.count * 3, view.byteOffset).reshape(-1, 3)
+                assert acc.min == data.min(0).tolist() and acc.max == data.max(0).tolist()
+    tube = _glb_json(samples["bending_tube"].glb)
+    assert {"JOINTS_0", "JOINTS_1", "WEIGHTS_0", "WEIGHTS_1"} <= set(tube["meshes"][0]["primitives"][0]["attributes"])
+    assert len(_glb_json(samples["morph_wave"].glb)["meshes"][0]["primitives"][0]["targets"]) == 4
+    sphere = _glb_json(samples["swelling_sphere"].glb)
+    assert sphere["animations"][0]["samplers"][0]["interpolation"] == "CUBICSPLINE"
+
+
+def test_gltf_files_twin_matches_glb(tmp_path):
+    b = _feature_asset()
+    gltf, bin_ = b.to_gltf_files(tmp_path, "twin")
+    doc = json.loads(gltf.read_text())
+    glb_doc = _glb_json(b.to_glb())
+    assert doc["buffers"] == [{"byteLength": bin_.stat().st_size, "uri": "twin.bin"}]
+    doc["buffers"][0].pop("uri")
+    assert doc == glb_doc
+    assert b.to_glb().endswith(bin_.read_bytes() + b"\0" * (-bin_.stat().st_size % 4))
+
+
+def test_writer_rejects_inconsistent_input():
+    b = GltfBuilder()
+    v, f = procedural.box_grid((1, 1, 1), (1, 1, 1))
+    with pytest.raises(ValueError, match="morph targets"):
+        b.add_mesh([Primitive(v, f, targets=[v]), Primitive(v, f)])
+    with pytest.raises(ValueError, match="out of range"):
+        b.add_mesh([Primitive(v, f + 100)])
+    with pytest.raises(ValueError, match="go together"):
+        b.add_mesh([Primitive(v, f, joints=np.zeros((len(v), 4), int))])
+    with pytest.raises(ValueError, match="interpolation"):
+        b.add_animation([Channel(0, "translation", [0, 1], np.zeros((2, 3)), "SMOOTH")])
+
+
+# ---------------------------------------------------------------- ground truth
+
+
+def test_rest_pose_at_time_zero(samples):
+    # Skinned with identity bind rotations, and morph weights 0: exactly the stored data.
+    for name in ("bending_tube", "morph_wave"):
+        np.testing.assert_allclose(samples[name].positions(0.0), samples[name].rest, rtol=0, atol=1e-12)
+    # Node-animated samples: stored data under the static node TRS written in the JSON.
+    sphere = samples["swelling_sphere"]
+    offset = _glb_json(sphere.glb)["nodes"][0]["translation"]
+    np.testing.assert_allclose(sphere.positions(0.0), sphere.rest + offset, rtol=0, atol=1e-12)
+    parts = samples["separating_parts"]
+    doc = _glb_json(parts.glb)
+    nodes = doc["nodes"]
+    rig = trimesh.transformations.quaternion_matrix(np.roll(nodes[0]["rotation"], 1))  # glTF is x,y,z,w
+    rig[:3, 3] = nodes[0]["translation"]
+    n_box = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]["count"]
+    expect = np.concatenate([
+        trimesh.transform_points(parts.rest[:n_box] + nodes[1]["translation"], rig),
+        trimesh.transform_points(parts.rest[n_box:] + nodes[2]["translation"], rig),
+    ])
+    np.testing.assert_allclose(parts.positions(0.0), expect, rtol=0, atol=1e-12)
+
+
+def test_analytic_positions_match_the_baker(samples):
+    """The truth is independent of the baker; both must agree on- and off-keyframe."""
+    for name, s in samples.items():
+        g = gltf_io.load_gltf(s.glb)
+        (info,) = bake.list_animations(g)
+        assert (info.start, info.end) == (0.0, s.duration)
+        times = np.concatenate([np.linspace(0, s.duration, 9), [0.03125, 0.7071, s.duration * 0.613, s.duration + 1]])
+        baked = bake.bake(g, 0, times)
+        np.testing.assert_array_equal(baked.faces, s.faces)
+        for k, t in enumerate(times):
+            np.testing.assert_allclose(baked.vertices[k], s.positions(float(t)), rtol=0, atol=1e-9, err_msg=f"{name} t={t}")
+        motion = max(np.abs(s.positions(float(t)) - s.positions(0.0)).max() for t in times)
+        assert motion > 0.1, name
+
+
+def test_sources_are_closed_and_outward(samples):
+    for name, s in samples.items():
+        mesh = trimesh.Trimesh(s.rest, s.faces, process=False)
+        parts = mesh.split(only_watertight=False)
+        assert len(parts) == (2 if name == "separating_parts" else 1), name
+        for p in parts:
+            assert p.is_watertight and p.is_winding_consistent and p.volume > 0, name
+        assert len(np.unique(s.faces)) == len(s.rest), f"{name}: every vertex is used"
+        assert 1000 <= len(s.faces) <= 10_000 and 1.0 <= s.duration <= 3.0
+
+
+def test_trimesh_static_load_face_counts(samples):
+    for name, s in samples.items():
+        mesh = trimesh.load(io.BytesIO(s.glb), file_type="glb", force="mesh")
+        assert len(mesh.faces) == len(s.faces), name
+
+
+# ---------------------------------------------------------------- bad assets and CLI
+
+
+BAD_REASONS = {
+    "corrupt": ("read", "corrupt_file"),
+    "truncated": ("read", "truncated_file"),
+    "no_animation": ("bake", "no_animation"),
+    "non_finite": ("bake", "non_finite_vertices"),
+    "zero_area": ("bake", "zero_area"),
+    "too_many_faces": ("bake", "too_many_faces"),
+    "single_keyframe": ("bake", "single_keyframe"),
+    "missing_buffer": ("read", "missing_buffer"),
+}
+
+
+def test_each_bad_asset_fails_for_its_own_reason(tmp_path):
+    bad = procedural.bad_assets(tmp_path, max_faces=300)
+    assert set(bad) == set(BAD_REASONS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(bad.values())  # no .bin left
+    for case, fname in bad.items():
+        data = (tmp_path / fname).read_bytes()
+        with pytest.raises(AssetError) as err:
+            g = gltf_io.load_gltf(data, lambda uri: (tmp_path / uri).read_bytes())
+            bake.bake(g, 0, np.linspace(0, 1, 3), bake.BakeConfig(max_faces=300))
+        assert (err.value.stage, err.value.reason) == BAD_REASONS[case], (case, err.value)
+    many = _glb_json((tmp_path / "too_many_faces.glb").read_bytes())
+    assert many["accessors"][many["meshes"][0]["primitives"][0]["indices"]]["count"] == 3 * 301
+    assert (tmp_path / "too_many_faces.glb").stat().st_size < 8_000
+
+
+def test_cli_writes_samples_and_bad_assets(tmp_path, capsys):
+    assert procedural.main(["--out", str(tmp_path), "--bad", "--max-faces", "10"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.glb")) == sorted(f"{n}.glb" for n in procedural.SAMPLES)
+    assert len(list((tmp_path / "bad").iterdir())) == len(BAD_REASONS)
+    assert "morph_wave" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        procedural.main(["--help"])
+    assert e.value.code == 0 and "--out" in capsys.readouterr().out
