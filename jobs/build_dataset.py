@@ -7,7 +7,6 @@ source, unwritable output, a different config in the output folder), 2 on a bad 
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -28,7 +27,7 @@ def content_config(cfg: DatasetConfig) -> dict:
 def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
     """Record the build: params, manifest artifact, and the dataset as an MLflow dataset input."""
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
@@ -51,13 +50,17 @@ def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
                 "rows": manifest["rows"],
                 "shards": len(manifest["shards"]),
                 "clips_rejected": f["clips_rejected"],
-                "assets_rejected": f["assets_rejected"],
+                "assets_without_clips": f["assets_without_clips"] + f["rejected_on_metadata"],
                 "wall_s": summary.wall_s,
                 **{f"cpu_s.{k}": v for k, v in summary.cpu_s.items()},
             }
         )
         mlflow.log_dict(manifest, "manifest.json")
-        dataset = MetaDataset(resolve_dataset_source(summary.output), name=manifest["name"], digest=manifest["digest"])
+        out = summary.output
+        # MLflow registers its local source class twice and warns about the tie; pick it ourselves.
+        local = [c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource"][:1]
+        source = resolve_dataset_source(out, candidate_sources=local if "://" not in out else None)
+        dataset = MetaDataset(source, name=manifest["name"], digest=manifest["digest"])
         mlflow.log_input(dataset, context="build")
         return run.info.run_id
 

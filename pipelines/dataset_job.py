@@ -37,7 +37,8 @@ class Summary:
             f"dataset {self.manifest['name']} -> {self.output}",
             f"  digest {self.manifest['digest'][:16]}  schema v{self.manifest['schema_version']}  "
             f"{self.manifest['rows']} clips in {len(self.manifest['shards'])} shards  splits {self.manifest['splits']}",
-            f"  assets: {f['candidates']} candidates, {f['assets_with_clips']} kept, {f['assets_rejected']} rejected whole; "
+            f"  assets: {f['candidates']} candidates, {f['rejected_on_metadata']} rejected on metadata, "
+            f"{f['assets_kept']} kept, {f['assets_without_clips']} without a usable clip; "
             f"clips: {f['clips_kept']} kept, {f['clips_rejected']} rejected",
             f"  this run: {self.processed_this_run} assets processed, {self.skipped_done} already done, wall {self.wall_s:.1f} s",
         ]

@@ -237,12 +237,12 @@ def finalize(
     by_stage: dict[str, Counter] = defaultdict(Counter)
     for r in rejects:
         by_stage[r["stage"]][r["reason"]] += 1
-    asset_rejected = {r["uid"] for r in rejects if not r["sample_id"]}
     funnel = {
         "candidates": num_candidates,
+        "rejected_on_metadata": len(curate_rejects),
         "assets_processed": len(kept),
-        "assets_with_clips": sum(1 for n in kept.values() if n > 0),
-        "assets_rejected": len(asset_rejected),
+        "assets_kept": sum(1 for n in kept.values() if n > 0),
+        "assets_without_clips": sum(1 for n in kept.values() if n == 0),
         "clips_kept": sum(kept.values()),
         "clips_rejected": sum(1 for r in rejects if r["sample_id"]),
         "rejected_by_stage": {stage: dict(sorted(c.items())) for stage, c in sorted(by_stage.items())},

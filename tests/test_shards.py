@@ -86,7 +86,7 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path, crash_after):
     assert [s["rows"] for s in full["shards"]] == [3, 3, 3]
     rej = pq.read_table(tmp_path / "resumed" / "rejects.parquet").to_pylist()
     assert [(r["uid"], r["reason"]) for r in rej] == [("u1", "no_animation"), ("u2", "static"), ("u5", "no_animation")]
-    assert full["funnel"]["clips_kept"] == 9 and full["funnel"]["assets_rejected"] == 2
+    assert full["funnel"]["clips_kept"] == 9 and full["funnel"]["assets_without_clips"] == 2
 
 
 def test_other_config_in_the_output_is_refused(tmp_path):
