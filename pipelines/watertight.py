@@ -47,7 +47,9 @@ class WatertightConfig:
     resolution: int = 256  # grid cells across [-1,1]; voxel size h = 2 / resolution
     eps_cells: float = 1.0  # the output is the udf = eps level set (eps in voxels); >= 0.5, see module doc
     band_cells: float = 2.0  # exact distance up to this many voxels from the triangles; >= eps_cells + 1
-    keep_largest: bool = True  # drop every connected component but the one of largest area
+    # Keep the connected components whose area is at least this fraction of the largest one's:
+    # 1.0 keeps only the largest (DESIGN.md; removes floaters), 0 keeps every part.
+    min_component_ratio: float = 1.0
     marching_cubes: Literal["skimage", "mcubes"] = "skimage"  # Lewiner (~1.5x faster here) or PyMCubes
 
 
@@ -440,7 +442,7 @@ def make_watertight(
 
     vertices [V,3] float, faces [F,3] int, normalised into [-1,1]^3 (geometry beyond the grid's
     margin is cut). Returns (vertices [V',3] float64, faces [F',3] int64, info) where info holds
-    watertight (always True on return), num_components (after keep_largest),
+    watertight (always True on return), num_components (after min_component_ratio),
     num_components_raw (before), volume, area, band_nodes, grid_shape (crop) and timings [s of
     CPU time per step: band (crop setup), distance, flood_fill, field, marching_cubes, cleanup, components, verify].
     Raises AssetError("watertight", ...) with reason empty_watertight, not_watertight or
@@ -493,13 +495,15 @@ def make_watertight(
 
     t = clock()
     n_raw, comp = face_components(f, len(v))
-    if cfg.keep_largest and n_raw > 1:
-        keep = comp == np.argmax(np.bincount(comp, weights=area))
-        v, f = _compact(v, f[keep])
-        area = area[keep]
-        n_out = 1
-    else:
-        n_out = n_raw
+    n_out = n_raw
+    if n_raw > 1:
+        comp_area = np.bincount(comp, weights=area)
+        kept = comp_area >= cfg.min_component_ratio * comp_area.max()
+        if not kept.all():
+            keep = kept[comp]
+            v, f = _compact(v, f[keep])
+            area = area[keep]
+            n_out = int(kept.sum())
     timings["components"] = clock() - t
 
     t = clock()

@@ -108,13 +108,18 @@ def test_internal_leftover_part_is_removed():
     assert info["num_components_raw"] == 1
 
 
-def test_keep_largest_drops_separate_parts():
+def test_min_component_ratio_drops_small_separate_parts():
     v, f = join(sphere(0.5, (-0.3, 0, 0)), sphere(0.15, (0.7, 0, 0)))
     wv, wf, info = run(v, f)
     assert info["num_components_raw"] == 2
     assert wv[:, 0].max() < 0.3  # the small sphere is gone
-    _, _, both = make_watertight(v, f, WatertightConfig(resolution=RES, keep_largest=False))
+    _, _, both = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.0))
     assert both["num_components"] == 2
+    # Area ratio of the small sphere to the big one is (0.15/0.5)^2 = 0.09.
+    _, _, big_only = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.2))
+    assert big_only["num_components"] == 1
+    _, _, still_both = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.05))
+    assert still_both["num_components"] == 2
 
 
 def test_closed_box_offset_and_grid_bounds():
