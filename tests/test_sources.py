@@ -365,3 +365,24 @@ def test_bad_sidecar_is_a_reject(tmp_path, no_network):
     refs, rejects = list_assets(_lcfg(tmp_path / "s"))
     assert refs == [] and [(r.uid, r.reason) for r in rejects] == [("Box", "bad_metadata"), ("Skin", "bad_metadata")]
     assert sources.SIDECAR_SUFFIX in rejects[0].detail
+
+
+def test_objaverse_asset_goes_through_every_stage(cache, no_network):
+    """A cached Objaverse GLB, listed and fetched by the package, becomes a complete clip row."""
+    from jobs import config as config_lib
+    from pipelines import process
+    from pipelines.config import DatasetConfig
+
+    cfg = config_lib.load(DatasetConfig, None, [
+        "source.kind=objaverse", f"source.path={cache}", f"source.uids=[{_uid('walker')}]", "num_frames=3", "num_surface_points=256",
+        "num_sharp_points=32", "num_queries=16", "queries.num_candidates=512", "watertight.resolution=32",
+        "sdf.num_volume=64", "sdf.num_near=96", "render.resolution=32",
+    ])
+    (walker,), _ = list_assets(cfg.source)
+    result = process.process_asset(walker, cfg, "digest")
+    assert result.rejects == []
+    (row,) = result.rows
+    assert row["uid"] == walker.uid and row["license"] == "by" and row["source"] == "objaverse"
+    assert row["source_sha256"] == hashlib.sha256((GLTF / "CesiumMan.glb").read_bytes()).hexdigest()
+    assert row["surface"].shape == (3, 256, 6) and row["queries"].shape == (3, 16, 6) and len(row["video"]) == 3
+    assert no_network == []
