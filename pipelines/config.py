@@ -21,7 +21,9 @@ from pipelines.watertight import WatertightConfig
 
 @dataclass
 class ClipConfig:
-    animations: Literal["first", "all"] = "first"  # which of an asset's animations become clips
+    # Which of an asset's animations become clips: "first", "all", or one index (an asset
+    # without that animation is rejected with bake/animation_index_out_of_range).
+    animations: Literal["first", "all"] | int = "first"
     window: float = 0.0  # seconds per clip; 0 = the whole animation is one clip
     stride: float = 0.0  # seconds between window starts; 0 = same as window (no overlap)
     max_per_animation: int = 1  # cap on windows taken from one animation (0 = no cap)

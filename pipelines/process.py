@@ -72,7 +72,14 @@ class ClipPlan:
 
 
 def plan_clips(animations: list, num_frames: int, cfg: ClipConfig) -> list[ClipPlan]:
-    chosen = animations[:1] if cfg.animations == "first" else animations
+    if cfg.animations == "first":
+        chosen = animations[:1]
+    elif cfg.animations == "all":
+        chosen = animations
+    elif 0 <= cfg.animations < len(animations):
+        chosen = [animations[cfg.animations]]
+    else:
+        raise AssetError("bake", "animation_index_out_of_range", f"animation {cfg.animations} of {len(animations)}")
     plans = []
     for anim in chosen:
         duration = anim.end - anim.start

@@ -1,60 +1,116 @@
 """Conditioning video: the T frames of a clip rendered headless from one fixed camera.
 
-The camera is fixed per clip (front, or a seeded random azimuth/elevation) and framed on the
-clip's bounding sphere over ALL frames, so the framing never changes within a clip and real
-motion stays visible. Rendering is pyrender over EGL (Mesa llvmpipe on CPU machines) or OSMesa.
+Input frames are already normalised into [-1,1]^3 (glTF axes: +Y up, front faces +Z). The camera
+is fixed per clip (front, or a seeded random azimuth/elevation) and its distance is the smallest at
+which the whole [-1,1]^3 cube projects inside the image, so framing depends only on the view
+direction: never on the frame (real motion stays visible) nor on the asset.
+
+Camera conventions of `RenderedClip` (what the shards store):
+- `intrinsics` K [3,3] in pixels, OpenCV: u = column, v = row, pixel centres at integer
+  coordinates, so the image centre is ((W-1)/2, (H-1)/2).
+- `extrinsics` [4,4] world-to-camera, OpenCV axes: x right, y down, z forward (into the scene).
+  A world point p lands at pixel (u, v) with [u v 1]^T ~ K @ (extrinsics @ [p 1]^T)[:3].
+- `azimuth_deg` about +Y from +Z toward +X, `elevation_deg` above the XZ plane, `distance` from
+  the origin, which the camera looks at.
+
+Rendering is pyrender over EGL (Mesa llvmpipe on CPU machines, the GPU driver elsewhere) or OSMesa.
+PyOpenGL binds its platform once, when OpenGL is first imported, so pyrender is imported lazily
+here after `PYOPENGL_PLATFORM` is chosen; import this module before anything that imports pyrender.
 """
 from __future__ import annotations
 
+import atexit
+import ctypes
 import io
 import os
+import sys
+import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-# Debian packages each platform needs; named in the error when neither works.
-PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6 (and PyOpenGL>=3.1.10)"}
+# Debian/Ubuntu packages per platform, named in the RuntimeError when rendering cannot start.
+EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"
+OSMESA_PACKAGES = "libosmesa6"
+OSMESA_MIN_PYOPENGL = (3, 1, 10)  # 3.1.0 (pyrender's pin) lacks OSMesaCreateContextAttribs
+INSTALL_HINT = (
+    f"install EGL with `apt-get install {EGL_PACKAGES}` (works with pyrender's PyOpenGL 3.1.0), "
+    f"or OSMesa with `apt-get install {OSMESA_PACKAGES}` plus `pip install PyOpenGL==3.1.10`"
+)
 
 
 @dataclass
 class RenderConfig:
     resolution: int = 518  # square RGBA frames; 518 px is DINOv2's input size
-    camera: Literal["front", "random"] = "front"  # front: from +Z (glTF's front) looking at the origin
-    yfov_deg: float = 40.0
-    azimuth_deg: tuple[float, float] = (-180.0, 180.0)  # ranges for camera="random"
-    elevation_deg: tuple[float, float] = (-10.0, 40.0)
-    fill: float = 0.9  # fraction of the image height the clip's bounding sphere spans
-    platform: Literal["auto", "egl", "osmesa"] = "auto"  # auto: $PYOPENGL_PLATFORM, else egl
-    color: tuple[float, float, float, float] = (0.75, 0.75, 0.75, 1.0)  # when the asset has no colour
+    # front: from +Z (glTF's front) looking along -Z at the origin; random: azimuth/elevation drawn
+    # uniformly (in degrees) from the ranges below with the caller's per-clip rng.
+    camera: Literal["front", "random"] = "front"
+    yfov_deg: float = 40.0  # vertical = horizontal field of view (square image)
+    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+    elevation_deg: tuple[float, float] = (-10.0, 40.0)  # must stay inside (-90, 90)
+    fill: float = 0.95  # the [-1,1]^3 cube's projection spans this fraction of the image (margin for AA)
+    # auto: $PYOPENGL_PLATFORM if set, else EGL if it initialises, else OSMesa; one platform per process.
+    platform: Literal["auto", "egl", "osmesa"] = "auto"
+    color: tuple[float, float, float] = (0.75, 0.75, 0.75)  # linear RGB when the asset has no colours
+    ambient: float = 0.25  # ambient light, linear
+    key_light: float = 3.0  # directional light from above-left of the camera
+    fill_light: float = 1.2  # directional light from the camera's right, slightly below
 
 
 @dataclass
 class RenderedClip:
-    png: list[bytes]  # T RGBA PNG images, transparent background
-    intrinsics: np.ndarray  # [3,3] pixels, OpenCV convention (pixel centres at integers)
-    extrinsics: np.ndarray  # [4,4] world-to-camera, OpenCV axes: x right, y down, z forward
+    png: list[bytes]  # T RGBA PNGs (straight alpha), transparent background
+    intrinsics: np.ndarray  # [3,3] float64, pixels, OpenCV (see the module docstring)
+    extrinsics: np.ndarray  # [4,4] float64 world-to-camera, OpenCV axes: x right, y down, z forward
     azimuth_deg: float
     elevation_deg: float
     distance: float
 
 
-def camera_pose(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
-    """Camera-to-world [4,4] in OpenGL axes (looks along -Z, +Y up), looking at the origin."""
-    az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
-    eye = distance * np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
-    back = eye / np.linalg.norm(eye)
+# ---------------------------------------------------------------------------------------------
+# Camera maths (pure numpy)
+
+_CUBE = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
+
+
+def _look_at_rotation(back: np.ndarray) -> np.ndarray:
+    """[3,3] columns (right, up, back) of an OpenGL camera whose -Z looks along -back, +Y up."""
+    back = back / np.linalg.norm(back)
     right = np.cross([0.0, 1.0, 0.0], back)
-    right /= np.linalg.norm(right)
+    right /= np.linalg.norm(right)  # |elevation| < 90 keeps this non-degenerate
+    return np.stack([right, np.cross(back, right), back], axis=1)
+
+
+def view_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """Unit vector from the origin to the camera."""
+    az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
+    return np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+
+
+def fit_distance(azimuth_deg: float, elevation_deg: float, yfov_deg: float, fill: float) -> float:
+    """Smallest distance at which all of [-1,1]^3 projects within `fill` of the image half-width.
+
+    A corner p with camera coordinates x = p.right, y = p.up at depth d - p.back stays inside when
+    max(|x|, |y|) / (d - p.back) <= fill * tan(yfov/2); the cube is convex, so its corners suffice.
+    """
+    rot = _look_at_rotation(view_direction(azimuth_deg, elevation_deg))
+    local = _CUBE @ rot  # [8,3] (x, y, back-component) per corner
+    t = fill * np.tan(np.deg2rad(yfov_deg) / 2)
+    return float((local[:, 2] + np.abs(local[:, :2]).max(axis=1) / t).max())
+
+
+def camera_pose(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
+    """Camera-to-world [4,4] in OpenGL axes (pyrender's), looking at the origin."""
+    back = view_direction(azimuth_deg, elevation_deg)
     pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(back, right), back, eye
+    pose[:3, :3], pose[:3, 3] = _look_at_rotation(back), distance * back
     return pose
 
 
 def opencv_extrinsics(pose_gl: np.ndarray) -> np.ndarray:
-    """World-to-camera in OpenCV axes from an OpenGL camera-to-world pose."""
-    flip = np.diag([1.0, -1.0, -1.0])
-    rot = flip @ pose_gl[:3, :3].T
+    """World-to-camera [4,4] in OpenCV axes from an OpenGL camera-to-world pose (flip y and z)."""
+    rot = np.diag([1.0, -1.0, -1.0]) @ pose_gl[:3, :3].T
     ext = np.eye(4)
     ext[:3, :3], ext[:3, 3] = rot, -rot @ pose_gl[:3, 3]
     return ext
@@ -62,78 +118,226 @@ def opencv_extrinsics(pose_gl: np.ndarray) -> np.ndarray:
 
 def intrinsics(resolution: int, yfov_deg: float) -> np.ndarray:
     f = resolution / 2 / np.tan(np.deg2rad(yfov_deg) / 2)
-    c = (resolution - 1) / 2  # OpenGL's image centre, with OpenCV's pixel-centre convention
+    c = (resolution - 1) / 2  # OpenGL's image centre in OpenCV's pixel-centres-at-integers convention
     return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
 
 
-_RENDERERS: dict = {}
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted smooth normals [V,3]; vertices in no (or only degenerate) faces get +Z."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area: the weight
+    idx = faces.reshape(-1)
+    n = np.stack([np.bincount(idx, np.repeat(fn[:, k], 3), minlength=len(vertices)) for k in range(3)], 1)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), [0.0, 0.0, 1.0])
 
 
-def _renderer(resolution: int, platform: str):
-    """One OffscreenRenderer per process and size: creating a GL context costs ~100 ms."""
-    if platform != "auto":
-        os.environ.setdefault("PYOPENGL_PLATFORM", platform)
+# ---------------------------------------------------------------------------------------------
+# Headless GL platform and the per-process renderer cache
+
+_LOCK = threading.Lock()  # a GL context is current on one thread at a time
+# ONE OffscreenRenderer per process, resized when another resolution is asked for. Not one per
+# resolution: pyrender's EGL contexts share the device's display, and deleting any of them calls
+# eglTerminate on it, which breaks every other live context (measured: EGL_BAD_DISPLAY at exit).
+_RENDERER: Any = None
+_PLATFORM: str | None = None  # the platform PyOpenGL was bound to in this process
+
+
+def egl_works(library: str = "libEGL.so.1") -> bool:
+    """Whether EGL initialises a display the way pyrender will (first EGL device), via ctypes.
+
+    Loading libEGL is not enough: libglvnd's libEGL loads without any vendor (Mesa's libEGL_mesa,
+    or NVIDIA's), and Mesa's software device needs the swrast DRI driver from libgl1-mesa-dri.
+    Probing through ctypes leaves PyOpenGL unimported, so OSMesa can still be chosen after a failure.
+    """
+    try:
+        egl = ctypes.CDLL(library)
+    except OSError:
+        return False
+    egl.eglGetProcAddress.restype = ctypes.c_void_p
+    egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+    egl.eglInitialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    egl.eglTerminate.argtypes = [ctypes.c_void_p]
+    query = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
+    get_display = egl.eglGetProcAddress(b"eglGetPlatformDisplayEXT")
+    if query and get_display:
+        query_fn = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))(query)
+        count = ctypes.c_int(0)
+        if not query_fn(0, None, ctypes.byref(count)) or count.value < 1:
+            return False
+        devices = (ctypes.c_void_p * count.value)()
+        if not query_fn(count.value, devices, ctypes.byref(count)) or count.value < 1:
+            return False
+        display_fn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p)(get_display)
+        display = display_fn(0x313F, devices[0], None)  # EGL_PLATFORM_DEVICE_EXT, as pyrender does
     else:
-        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    if not hasattr(np, "infty"):
-        np.infty = np.inf  # pyrender 0.1.45 still uses the alias numpy 2 removed
-    import pyrender
+        egl.eglGetDisplay.restype = ctypes.c_void_p
+        egl.eglGetDisplay.argtypes = [ctypes.c_void_p]
+        display = egl.eglGetDisplay(None)  # EGL_DEFAULT_DISPLAY, pyrender's fallback
+    if not display or not egl.eglInitialize(display, None, None):
+        return False
+    egl.eglTerminate(display)
+    return True
 
-    key = (resolution, os.environ["PYOPENGL_PLATFORM"])
-    if key not in _RENDERERS:
+
+def osmesa_works(library: str = "libOSMesa.so.8") -> bool:
+    """Whether libOSMesa loads and the installed PyOpenGL is new enough for pyrender's OSMesa path."""
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return _pyopengl_version() >= OSMESA_MIN_PYOPENGL
+
+
+def _pyopengl_version() -> tuple[int, ...]:
+    from OpenGL.version import __version__  # the package root, not OpenGL.platform: binds nothing
+
+    return tuple(int(p) for p in __version__.split(".")[:3] if p.isdigit())
+
+
+def choose_platform(requested: str) -> str:
+    """The PyOpenGL platform to use; sets PYOPENGL_PLATFORM when it is not already set."""
+    env = os.environ.get("PYOPENGL_PLATFORM")
+    if requested == "auto":
+        if env:
+            chosen = env
+        elif egl_works():
+            chosen = "egl"
+        elif osmesa_works():
+            chosen = "osmesa"
+        else:
+            raise RuntimeError(f"headless rendering is unavailable: neither EGL nor OSMesa initialises; {INSTALL_HINT}")
+    elif requested in ("egl", "osmesa"):
+        chosen = requested
+        if env and env != chosen:
+            raise RuntimeError(f"RenderConfig.platform={requested!r} but PYOPENGL_PLATFORM={env!r} is set")
+    else:
+        raise ValueError(f"unknown render platform {requested!r}")
+    if _PLATFORM is not None and _PLATFORM != chosen:
+        raise RuntimeError(f"this process already renders with {_PLATFORM!r}; PyOpenGL binds one platform per process")
+    if "OpenGL.platform" in sys.modules and env is None:
+        # Someone imported OpenGL (e.g. pyrender) before us: PyOpenGL picked a windowing platform.
+        raise RuntimeError("OpenGL was imported before pipelines.render chose a headless platform; "
+                           "set PYOPENGL_PLATFORM=egl (or osmesa) or import pipelines.render first")
+    if chosen == "osmesa" and _pyopengl_version() < OSMESA_MIN_PYOPENGL:
+        raise RuntimeError("OSMesa rendering needs PyOpenGL>=3.1.10 (pyrender pins 3.1.0): `pip install PyOpenGL==3.1.10`")
+    os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+    return chosen
+
+
+def _renderer(resolution: int, requested: str) -> Any:
+    """The process's OffscreenRenderer at `resolution`: creating a GL context costs ~0.1-0.3 s."""
+    global _PLATFORM, _RENDERER
+    platform = choose_platform(requested)
+    if _RENDERER is None:
+        packages = EGL_PACKAGES if platform == "egl" else OSMESA_PACKAGES
         try:
-            _RENDERERS[key] = pyrender.OffscreenRenderer(resolution, resolution)
-        except Exception as e:  # OpenGL raises a zoo of types when the platform library is absent
-            need = PACKAGES.get(key[1], "an OpenGL platform")
-            raise RuntimeError(
-                f"headless rendering with PYOPENGL_PLATFORM={key[1]} failed ({type(e).__name__}: {e}); "
-                f"install the Debian packages {need}"
-            ) from e
-    return _RENDERERS[key]
+            import pyrender
+
+            _RENDERER = pyrender.OffscreenRenderer(resolution, resolution)
+        except Exception as e:  # PyOpenGL raises ImportError/OSError/AttributeError/AssertionError... by what is missing
+            raise RuntimeError(f"headless rendering with PYOPENGL_PLATFORM={platform} failed ({type(e).__name__}: {e}); "
+                               f"install the Debian packages: apt-get install {packages}") from e
+        _PLATFORM = platform
+    # EGL resizes its framebuffer in place; OSMesa (no framebuffer objects) recreates its context.
+    _RENDERER.viewport_width = _RENDERER.viewport_height = resolution
+    return _RENDERER
+
+
+@atexit.register
+def release_renderers() -> None:
+    """Free the cached GL context (also run at exit, before the libraries unload under it)."""
+    global _RENDERER
+    with _LOCK:
+        if _RENDERER is not None:
+            renderer, _RENDERER = _RENDERER, None
+            renderer.delete()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
 
 
 def _png(rgba: np.ndarray) -> bytes:
     from PIL import Image
 
+    # Multisampling resolves edge pixels against the (0,0,0,0) background, i.e. premultiplied by
+    # coverage; PNG means straight alpha, so divide it out (else edges darken when composited).
+    rgb, a = rgba[..., :3].astype(np.float32), rgba[..., 3:].astype(np.float32)
+    straight = np.where(a > 0, np.clip(rgb * 255 / np.maximum(a, 1) + 0.5, 0, 255), 0).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", optimize=False)
+    # Fixed encoder settings (and no metadata) keep the bytes identical for identical pixels.
+    Image.fromarray(np.concatenate([straight, rgba[..., 3:]], axis=-1), "RGBA").save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
-def render_clip(
-    vertices_TV3: np.ndarray, faces: np.ndarray, colors_V4: np.ndarray | None, cfg: RenderConfig, rng: np.random.Generator
-) -> RenderedClip:
-    import pyrender
-    import trimesh
+def _light_pose(cam_pose: np.ndarray, toward_light_cam: np.ndarray) -> np.ndarray:
+    """World pose of a directional light shining from `toward_light_cam` (camera axes) to the scene."""
+    pose = np.eye(4)
+    pose[:3, :3] = cam_pose[:3, :3] @ _look_at_rotation(np.asarray(toward_light_cam, float))
+    return pose
 
+
+def render_clip(
+    vertices_TV3: np.ndarray,
+    faces: np.ndarray,
+    colors_V4: np.ndarray | None,
+    cfg: RenderConfig,
+    rng: np.random.Generator,
+) -> RenderedClip:
+    """Render T frames of one topology from one camera; `rng` is drawn only for camera="random".
+
+    colors_V4: per-vertex linear RGBA in [0,1] (alpha is ignored: the conditioning shows the whole
+    shape), or None for `cfg.color`. Faces are drawn double-sided (source meshes are often open or
+    inconsistently wound) with smooth area-weighted normals recomputed per frame.
+    """
+    verts = np.asarray(vertices_TV3, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if verts.ndim != 3 or verts.shape[2] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"expected vertices [T,V,3] and faces [F,3], got {verts.shape} and {faces.shape}")
+    if not np.isfinite(verts).all() or np.abs(verts).max() > 1 + 1e-4:
+        raise ValueError("vertices must be finite and normalised into [-1,1]^3 (the framing assumes it)")
     if cfg.camera == "random":
         azimuth = float(rng.uniform(*cfg.azimuth_deg))
         elevation = float(rng.uniform(*cfg.elevation_deg))
-    else:
+    elif cfg.camera == "front":
         azimuth, elevation = 0.0, 0.0
-    radius = float(np.linalg.norm(vertices_TV3, axis=-1).max())
-    half_fov = np.deg2rad(cfg.yfov_deg) / 2
-    # The bounding sphere (over all frames) spans `fill` of the image height.
-    distance = radius / np.sin(half_fov * cfg.fill)
+    else:
+        raise ValueError(f"unknown camera {cfg.camera!r}")
+    if not abs(elevation) < 90:
+        raise ValueError(f"elevation {elevation} must lie in (-90, 90)")
+    distance = fit_distance(azimuth, elevation, cfg.yfov_deg, cfg.fill)
     pose = camera_pose(azimuth, elevation, distance)
+    if colors_V4 is None:
+        rgb = np.tile(np.asarray(cfg.color, np.float32), (verts.shape[1], 1))
+    else:
+        rgb = np.asarray(colors_V4, np.float32)[:, :3]
+    colors = np.ascontiguousarray(np.concatenate([rgb, np.ones((len(rgb), 1), np.float32)], axis=1))
 
-    renderer = _renderer(cfg.resolution, cfg.platform)
-    scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(0.3, 0.3, 0.3))
-    camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cfg.yfov_deg), aspectRatio=1.0, znear=max(distance - radius * 1.5, 1e-3), zfar=distance + radius * 1.5)
-    scene.add(camera, pose=pose)
-    # Key light from the camera, fill light from above: shading is the same for every clip.
-    scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=3.0), pose=pose)
-    scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=1.5), pose=camera_pose(azimuth, elevation + 60, distance))
-    colors = colors_V4 if colors_V4 is not None else np.tile(np.asarray(cfg.color, np.float32), (vertices_TV3.shape[1], 1))
-    colors_u8 = np.clip(np.asarray(colors) * 255 + 0.5, 0, 255).astype(np.uint8)
+    with _LOCK:
+        renderer = _renderer(cfg.resolution, cfg.platform)
+        import pyrender
 
-    png = []
-    node = None
-    for verts in vertices_TV3:
-        tm = trimesh.Trimesh(verts, faces, vertex_colors=colors_u8, process=False)
-        if node is not None:
-            scene.remove_node(node)
-        node = scene.add(pyrender.Mesh.from_trimesh(tm, smooth=True))
-        rgba, _ = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
-        png.append(_png(np.ascontiguousarray(rgba)))
-    return RenderedClip(png, intrinsics(cfg.resolution, cfg.yfov_deg), opencv_extrinsics(pose), azimuth, elevation, float(distance))
+        scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(cfg.ambient,) * 3)
+        depth = distance - _CUBE @ pose[:3, 2]  # the cube's corner depths bound every vertex's depth
+        camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cfg.yfov_deg), aspectRatio=1.0,
+                                            znear=0.5 * depth.min(), zfar=2.0 * depth.max())
+        scene.add(camera, pose=pose)
+        # Lights are fixed in the camera's frame, so every clip and view is shaded alike.
+        scene.add(pyrender.DirectionalLight(intensity=cfg.key_light), pose=_light_pose(pose, [-0.5, 0.8, 1.0]))
+        scene.add(pyrender.DirectionalLight(intensity=cfg.fill_light), pose=_light_pose(pose, [1.0, -0.2, 0.6]))
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=0.0,
+                                                      roughnessFactor=0.7, doubleSided=True)
+        png, node = [], None
+        for v in verts:
+            # Build the primitive directly (not via trimesh): exact normals, no processing, and no
+            # pyrender bounds call, whose np.infty numpy 2 removed (Mesh.bounds is reached only
+            # through Scene.bounds, used for shadows and the viewer, neither of which runs here).
+            prim = pyrender.Primitive(positions=v.astype(np.float32), normals=vertex_normals(v, faces).astype(np.float32),
+                                      indices=faces.astype(np.uint32), color_0=colors, material=material)
+            if node is not None:
+                scene.remove_node(node)  # the renderer frees its GL buffers on the next render
+            node = scene.add(pyrender.Mesh([prim]))
+            rgba, _ = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
+            png.append(_png(np.ascontiguousarray(rgba)))
+    return RenderedClip(png, intrinsics(cfg.resolution, cfg.yfov_deg), opencv_extrinsics(pose), azimuth, elevation, distance)
