@@ -373,6 +373,19 @@ def _moving(positions: np.ndarray, faces: np.ndarray, times=(0.0, 1.0)) -> GltfB
     return b
 
 
+# What the pipeline must answer for each bad asset: (stage, reason) of its one reject row.
+BAD_ASSET_REASONS = {
+    "corrupt": ("read", "corrupt_file"),
+    "truncated": ("read", "truncated_file"),
+    "no_animation": ("bake", "no_animation"),
+    "non_finite": ("bake", "non_finite_vertices"),
+    "zero_area": ("bake", "zero_area"),
+    "too_many_faces": ("bake", "too_many_faces"),
+    "single_keyframe": ("bake", "single_keyframe"),
+    "missing_buffer": ("read", "missing_buffer"),
+}
+
+
 def bad_assets(folder: str | Path, max_faces: int) -> dict[str, str]:
     """Write one deliberately broken asset per case into `folder`; returns case -> file name.
 

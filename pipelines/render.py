@@ -53,9 +53,10 @@ class RenderConfig:
     # auto: $PYOPENGL_PLATFORM if set, else EGL if it initialises, else OSMesa; one platform per process.
     platform: Literal["auto", "egl", "osmesa"] = "auto"
     color: tuple[float, float, float] = (0.75, 0.75, 0.75)  # linear RGB when the asset has no colours
-    ambient: float = 0.25  # ambient light, linear
-    key_light: float = 3.0  # directional light from above-left of the camera
-    fill_light: float = 1.2  # directional light from the camera's right, slightly below
+    # Lights, fixed in the camera's frame (tuned by eye on grey spheres: shape reads, nothing clips).
+    ambient: float = 0.2  # linear
+    key_light: float = 2.5  # directional, from the camera's upper left
+    fill_light: float = 1.0  # directional, from the camera's right, slightly below
 
 
 @dataclass
@@ -239,6 +240,11 @@ def _renderer(resolution: int, requested: str) -> Any:
             raise RuntimeError(f"headless rendering with PYOPENGL_PLATFORM={platform} failed ({type(e).__name__}: {e}); "
                                f"install the Debian packages: apt-get install {packages}") from e
         _PLATFORM = platform
+        if platform == "osmesa":
+            # pyrender takes OSMesa for a context without framebuffer objects and then draws to the
+            # default buffer: RGB only (no alpha) and no multisampling. Mesa's OSMesa core context
+            # has FBOs, so take pyrender's offscreen path, the same one EGL uses: identical RGBA.
+            _RENDERER._platform.supports_framebuffers = lambda: True
     # EGL resizes its framebuffer in place; OSMesa (no framebuffer objects) recreates its context.
     _RENDERER.viewport_width = _RENDERER.viewport_height = resolution
     return _RENDERER
@@ -324,7 +330,7 @@ def render_clip(
                                             znear=0.5 * depth.min(), zfar=2.0 * depth.max())
         scene.add(camera, pose=pose)
         # Lights are fixed in the camera's frame, so every clip and view is shaded alike.
-        scene.add(pyrender.DirectionalLight(intensity=cfg.key_light), pose=_light_pose(pose, [-0.5, 0.8, 1.0]))
+        scene.add(pyrender.DirectionalLight(intensity=cfg.key_light), pose=_light_pose(pose, [-1.0, 1.0, 0.8]))
         scene.add(pyrender.DirectionalLight(intensity=cfg.fill_light), pose=_light_pose(pose, [1.0, -0.2, 0.6]))
         material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=0.0,
                                                       roughnessFactor=0.7, doubleSided=True)

@@ -44,16 +44,7 @@ TINY = [
     "ray.memory_per_asset_gb=0.5",
 ]
 
-BAD_REASONS = {
-    "corrupt": ("read", "corrupt_file"),
-    "truncated": ("read", "truncated_file"),
-    "no_animation": ("bake", "no_animation"),
-    "non_finite": ("bake", "non_finite_vertices"),
-    "zero_area": ("bake", "zero_area"),
-    "too_many_faces": ("bake", "too_many_faces"),
-    "single_keyframe": ("bake", "single_keyframe"),
-    "missing_buffer": ("read", "missing_buffer"),
-}
+BAD_REASONS = procedural.BAD_ASSET_REASONS
 
 
 @pytest.fixture(scope="module")

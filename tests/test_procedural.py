@@ -265,16 +265,7 @@ def test_trimesh_static_load_face_counts(samples):
 # ---------------------------------------------------------------- bad assets and CLI
 
 
-BAD_REASONS = {
-    "corrupt": ("read", "corrupt_file"),
-    "truncated": ("read", "truncated_file"),
-    "no_animation": ("bake", "no_animation"),
-    "non_finite": ("bake", "non_finite_vertices"),
-    "zero_area": ("bake", "zero_area"),
-    "too_many_faces": ("bake", "too_many_faces"),
-    "single_keyframe": ("bake", "single_keyframe"),
-    "missing_buffer": ("read", "missing_buffer"),
-}
+BAD_REASONS = procedural.BAD_ASSET_REASONS
 
 
 def test_each_bad_asset_fails_for_its_own_reason(tmp_path):
