@@ -214,6 +214,8 @@ def choose_platform(requested: str) -> str:
             raise RuntimeError(f"RenderConfig.platform={requested!r} but PYOPENGL_PLATFORM={env!r} is set")
     else:
         raise ValueError(f"unknown render platform {requested!r}")
+    if chosen not in ("egl", "osmesa"):
+        raise RuntimeError(f"PYOPENGL_PLATFORM={chosen!r} is not a headless platform; use egl or osmesa")
     if _PLATFORM is not None and _PLATFORM != chosen:
         raise RuntimeError(f"this process already renders with {_PLATFORM!r}; PyOpenGL binds one platform per process")
     if "OpenGL.platform" in sys.modules and env is None:
@@ -245,7 +247,7 @@ def _renderer(resolution: int, requested: str) -> Any:
             # default buffer: RGB only (no alpha) and no multisampling. Mesa's OSMesa core context
             # has FBOs, so take pyrender's offscreen path, the same one EGL uses: identical RGBA.
             _RENDERER._platform.supports_framebuffers = lambda: True
-    # EGL resizes its framebuffer in place; OSMesa (no framebuffer objects) recreates its context.
+    # Both platforms draw into pyrender's framebuffer objects, which it resizes in place.
     _RENDERER.viewport_width = _RENDERER.viewport_height = resolution
     return _RENDERER
 
