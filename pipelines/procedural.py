@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipelines import surface
 from pipelines.gltf_write import Channel, GltfBuilder, Primitive, quantize_weights
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -114,16 +115,6 @@ def box_grid(size: tuple[float, float, float], divisions: tuple[int, int, int]) 
     return verts, np.concatenate(faces).astype(np.int64)
 
 
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (unit length)."""
-    tri = verts[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    acc = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(acc, faces[:, k], cross)
-    return acc / np.linalg.norm(acc, axis=1, keepdims=True)
-
-
 def _f32(a) -> np.ndarray:
     """The float32 value the file stores, back in float64."""
     return np.asarray(a, np.float64).astype(np.float32).astype(np.float64)
@@ -177,7 +168,7 @@ def bending_tube() -> Sample:
 
     b = GltfBuilder()
     mat = b.add_material((0.85, 0.55, 0.2, 1.0), name="tube")
-    prim = Primitive(rest, faces, normals=vertex_normals(rest, faces), joints=joints, weights=raw, material=mat)
+    prim = Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), joints=joints, weights=raw, material=mat)
     chain = [b.add_node(translation=base, name="joint0")]
     for k in range(1, n_joints):
         chain.append(b.add_node(parent=chain[-1], translation=(0.0, spacing, 0.0), name=f"joint{k}"))
@@ -234,7 +225,7 @@ def swelling_sphere() -> Sample:
 
     b = GltfBuilder()
     mat = b.add_material((1.0, 1.0, 1.0, 1.0), name="sphere")
-    mesh = b.add_mesh([Primitive(rest, faces, normals=vertex_normals(rest, faces), colors=colors, material=mat)], name="sphere")
+    mesh = b.add_mesh([Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), colors=colors, material=mat)], name="sphere")
     parent = b.add_node(translation=offset, name="offset")
     node = b.add_node(mesh=mesh, parent=parent, name="sphere")
     b.add_animation([Channel(node, "scale", times, keys, "CUBICSPLINE")], name="swell")
@@ -281,9 +272,9 @@ def separating_parts() -> Sample:
     # between maths libraries cannot change the file's bytes.
     rig_q = _f32(_quat(1, np.array([rig_angle]))[0])
     rig = b.add_node(translation=rig_t, rotation=rig_q, name="rig")
-    box = b.add_node(mesh=b.add_mesh([Primitive(box_rest, box_f, normals=vertex_normals(box_rest, box_f), material=red)], name="box"),
+    box = b.add_node(mesh=b.add_mesh([Primitive(box_rest, box_f, normals=surface.vertex_normals(box_rest, box_f), material=red)], name="box"),
                      parent=rig, translation=_f32(box_keys[0]), name="box")
-    ball = b.add_node(mesh=b.add_mesh([Primitive(ball_rest, ball_f, normals=vertex_normals(ball_rest, ball_f), material=blue)], name="ball"),
+    ball = b.add_node(mesh=b.add_mesh([Primitive(ball_rest, ball_f, normals=surface.vertex_normals(ball_rest, ball_f), material=blue)], name="ball"),
                       parent=rig, translation=_f32(ball_keys[0]), name="ball")
     b.add_animation([Channel(box, "translation", times, box_keys), Channel(ball, "translation", times, ball_keys)], name="separate")
     glb = b.to_glb()
@@ -321,7 +312,7 @@ def morph_wave() -> Sample:
 
     b = GltfBuilder()
     mat = b.add_material((0.3, 0.75, 0.35, 1.0), name="plate")
-    prim = Primitive(rest, faces, normals=vertex_normals(rest, faces), targets=deltas, material=mat)
+    prim = Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), targets=deltas, material=mat)
     node = b.add_node(mesh=b.add_mesh([prim], weights=[0.0] * len(bumps), name="plate"), name="plate")
     b.add_animation([Channel(node, "weights", times, weights)], name="wave")
     glb = b.to_glb()

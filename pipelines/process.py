@@ -183,7 +183,7 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
                     verts_TV3, faces, s_face[: cfg.num_sharp_points], s_bary[: cfg.num_sharp_points]
                 )
             if cfg.num_sharp_queries:
-                xyz0 = np.einsum("nk,nkd->nd", s_bary, verts_TV3[0][faces[s_face]])
+                xyz0 = surface.positions(verts_TV3[0], faces, s_face, s_bary)
                 keep = queries.fps(xyz0, cfg.num_sharp_queries, cfg.queries.fps_tree_height)
                 row["sharp_queries"] = queries.propagate(verts_TV3, faces, s_face[keep], s_bary[keep])
                 row["sharp_query_face"] = s_face[keep]

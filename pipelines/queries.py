@@ -35,8 +35,7 @@ def fps(points_N3: np.ndarray, n: int, tree_height: int) -> np.ndarray:
 def pick(vertices_V3: np.ndarray, faces: np.ndarray, n: int, cfg: QueryConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """n FPS queries on one frame as (face [n], barycentric [n,3])."""
     face_idx, bary = surface.sample_barycentric(vertices_V3, faces, max(cfg.num_candidates, n), rng)
-    xyz = np.einsum("nk,nkd->nd", bary, vertices_V3[faces[face_idx]])
-    keep = fps(xyz, n, cfg.fps_tree_height)
+    keep = fps(surface.positions(vertices_V3, faces, face_idx, bary), n, cfg.fps_tree_height)
     return face_idx[keep], bary[keep]
 
 

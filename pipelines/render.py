@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipelines import surface
+
 # Debian/Ubuntu packages per platform, named in the RuntimeError when rendering cannot start.
 EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"
 OSMESA_PACKAGES = "libosmesa6"
@@ -121,16 +123,6 @@ def intrinsics(resolution: int, yfov_deg: float) -> np.ndarray:
     f = resolution / 2 / np.tan(np.deg2rad(yfov_deg) / 2)
     c = (resolution - 1) / 2  # OpenGL's image centre in OpenCV's pixel-centres-at-integers convention
     return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted smooth normals [V,3]; vertices in no (or only degenerate) faces get +Z."""
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area: the weight
-    idx = faces.reshape(-1)
-    n = np.stack([np.bincount(idx, np.repeat(fn[:, k], 3), minlength=len(vertices)) for k in range(3)], 1)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), [0.0, 0.0, 1.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +333,7 @@ def render_clip(
             # Build the primitive directly (not via trimesh): exact normals, no processing, and no
             # pyrender bounds call, whose np.infty numpy 2 removed (Mesh.bounds is reached only
             # through Scene.bounds, used for shadows and the viewer, neither of which runs here).
-            prim = pyrender.Primitive(positions=v.astype(np.float32), normals=vertex_normals(v, faces).astype(np.float32),
+            prim = pyrender.Primitive(positions=v.astype(np.float32), normals=surface.vertex_normals(v, faces).astype(np.float32),
                                       indices=faces.astype(np.uint32), color_0=colors, material=material)
             if node is not None:
                 scene.remove_node(node)  # the renderer frees its GL buffers on the next render

@@ -31,6 +31,11 @@ def sample_barycentric(
     return face_idx.astype(np.int64), bary
 
 
+def positions(vertices: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Points [n,3] of samples (face_idx, bary) on this mesh."""
+    return np.einsum("nk,nkd->nd", bary, vertices[faces[face_idx]])
+
+
 def evaluate(vertices: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """Points [n,6] xyz+unit face normal for samples (face_idx, bary) on this mesh."""
     tri = vertices[faces[face_idx]]
@@ -45,3 +50,13 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     """n area-weighted points [n,6] xyz+normal."""
     face_idx, bary = sample_barycentric(vertices, faces, n, rng)
     return evaluate(vertices, faces, face_idx, bary)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted smooth normals [V,3]; vertices in no (or only degenerate) faces get +Z."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area: the weight
+    idx = faces.reshape(-1)
+    n = np.stack([np.bincount(idx, np.repeat(fn[:, k], 3), minlength=len(vertices)) for k in range(3)], 1)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), [0.0, 0.0, 1.0])

@@ -15,7 +15,7 @@ import pygltflib
 import pytest
 import trimesh
 
-from pipelines import bake, gltf_io, procedural
+from pipelines import bake, gltf_io, procedural, surface
 from pipelines.errors import AssetError
 from pipelines.gltf_write import Channel, GltfBuilder, Primitive
 
@@ -65,7 +65,7 @@ def _feature_asset() -> GltfBuilder:
     s, sf = procedural.uv_sphere(0.5, 6, 8)
     bump = np.stack([np.zeros(len(v)), v[:, 0], np.zeros(len(v))], 1)
     mesh_a = b.add_mesh([
-        Primitive(v, f, normals=procedural.vertex_normals(v, f), targets=[bump, 0.5 * bump], material=m0),
+        Primitive(v, f, normals=surface.vertex_normals(v, f), targets=[bump, 0.5 * bump], material=m0),
         Primitive(v + 2, f, colors=np.full((len(v), 4), 0.5), targets=[bump, -bump], material=m1),
     ], weights=[0.25, 0.0])
     joints = [b.add_node(name="j0")]

@@ -10,7 +10,7 @@ import trimesh
 from PIL import Image
 from scipy.spatial import ConvexHull, Delaunay
 
-from pipelines import render
+from pipelines import render, surface
 from pipelines.render import RenderConfig
 
 CUBE = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
@@ -176,7 +176,7 @@ def test_vertex_colours_reach_the_image_with_straight_alpha(box_clip):
 def test_smooth_normals_point_outward_on_a_sphere():
     sphere = trimesh.creation.icosphere(subdivisions=2)
     v = np.asarray(sphere.vertices)
-    n = render.vertex_normals(v, np.asarray(sphere.faces))
+    n = surface.vertex_normals(v, np.asarray(sphere.faces))
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0)
     assert (np.einsum("ij,ij->i", n, v) > 0.99).all()
 
