@@ -180,7 +180,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def cli(cls: type[T], argv: list[str] | None, description: str) -> T:
     """`--config FILE [key=value ...]` -> a validated config; exits with status 2 on a bad key."""
-    parser = argparse.ArgumentParser(description=description)
+    defaults = "\n".join(f"  {k} = {v!r}" for k, v in flatten(to_dict(cls())).items())
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog=f"config keys and their defaults:\n{defaults}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML config file (keys of the config dataclass)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. output.path=/data/ds")
     args = parser.parse_args(argv)

@@ -87,7 +87,7 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
     out = shards.Output(cfg.output.path)
     out.check_writable()
     refs, curate_rejects = sources.list_assets(cfg.source)
-    state = shards.ResumeState.load(out, config_digest, cfg.output.overwrite)
+    state = shards.ResumeState.load(out, config_digest, cfg.output.overwrite, config)
     done = state.completed
     pending = [r for r in refs if r.uid not in done]
     log.info(
@@ -95,7 +95,7 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
         len(refs) + len(curate_rejects), len(curate_rejects), len(pending), len(refs) - len(pending), out.uri,
     )
     dims = process.dims(cfg)
-    sink = shards.ShardSink(out, dims, cfg.output.rows_per_shard, config_digest, state)
+    sink = shards.ShardSink(out, dims, cfg.output.rows_per_shard, config, config_digest, state)
     if pending:
         _stream(cfg, config_digest, pending, sink)
     sink.close()

@@ -113,14 +113,15 @@ class ResumeState:
         return sum(1 for r in self.records if r["shard"])
 
     @classmethod
-    def load(cls, out: Output, config_digest: str, overwrite: bool) -> "ResumeState":
+    def load(cls, out: Output, config_digest: str, overwrite: bool, config: dict | None = None) -> "ResumeState":
         records = [json.loads(out.read_bytes(p)) for p in out.list(JOURNAL) if p.endswith(".json")]
         records.sort(key=lambda r: r["index"])
         if records and records[0]["config_digest"] != config_digest:
             if not overwrite:
                 raise ValueError(
                     f"{out.uri} holds a dataset built with another config (digest {records[0]['config_digest'][:12]} "
-                    f"vs {config_digest[:12]}); choose a new output.path or set output.overwrite=true"
+                    f"vs {config_digest[:12]}{_differences(records[0].get('config'), config)}); "
+                    "choose a new output.path or set output.overwrite=true"
                 )
             for p in out.list(JOURNAL) + out.list(SHARDS):
                 out.fs.delete_file(out._p(p))
@@ -130,14 +131,33 @@ class ResumeState:
         return cls(records)
 
 
+def _differences(old: dict | None, new: dict | None) -> str:
+    """", differing keys: a.b (old -> new), ..." for the error message, when both are known."""
+    if not old or not new:
+        return ""
+
+    def diff(a: dict, b: dict, prefix: str = ""):
+        for k in sorted(set(a) | set(b)):
+            x, y = a.get(k), b.get(k)
+            if isinstance(x, dict) and isinstance(y, dict):
+                yield from diff(x, y, f"{prefix}{k}.")
+            elif x != y:
+                yield f"{prefix}{k} ({x!r} -> {y!r})"
+
+    return ", differing keys: " + ", ".join(list(diff(old, new))[:8])
+
+
 class ShardSink:
     """Cuts the ordered row stream into shards of exactly `rows_per_shard` rows (the last may be short)."""
 
     # Journal reject-only assets at least this often, so a run of bad assets is not redone after a crash.
     FLUSH_COMPLETED_EVERY = 64
 
-    def __init__(self, out: Output, dims: Dims, rows_per_shard: int, config_digest: str, state: ResumeState):
-        self.out, self.dims, self.rows_per_shard, self.config_digest = out, dims, rows_per_shard, config_digest
+    def __init__(
+        self, out: Output, dims: Dims, rows_per_shard: int, config: dict, config_digest: str, state: ResumeState
+    ):
+        self.out, self.dims, self.rows_per_shard = out, dims, rows_per_shard
+        self.config, self.config_digest = config, config_digest
         self.state = state
         self.written_ids = state.written_ids
         self.buffer: list[dict] = []
@@ -184,6 +204,8 @@ class ShardSink:
         record = {
             "index": len(self.state.records),
             "config_digest": self.config_digest,
+            # The first record keeps the whole config, so a refusal can say what changed.
+            "config": self.config if not self.state.records else None,
             "shard": shard,
             "sample_ids": [r["sample_id"] for r in rows],
             "completed": list(self.completed),

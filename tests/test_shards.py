@@ -63,7 +63,7 @@ def test_pyarrow_alone_reads_every_column_with_documented_shapes(tmp_path):
 def _build(path, results, crash_after=None):
     out = shards.Output(str(path))
     state = shards.ResumeState.load(out, "digest", overwrite=False)
-    sink = shards.ShardSink(out, DIMS, rows_per_shard=3, config_digest="digest", state=state)
+    sink = shards.ShardSink(out, DIMS, rows_per_shard=3, config={"k": 1, "sub": {"n": 2}}, config_digest="digest", state=state)
     for i, res in enumerate(r for r in results if r.uid not in state.completed):
         if crash_after is not None and i == crash_after:
             return None  # simulated kill: no close, no manifest
@@ -91,8 +91,8 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path, crash_after):
 
 def test_other_config_in_the_output_is_refused(tmp_path):
     _build(tmp_path, _results())
-    with pytest.raises(ValueError, match="another config"):
-        shards.ResumeState.load(shards.Output(str(tmp_path)), "other", overwrite=False)
+    with pytest.raises(ValueError, match=r"another config .*differing keys: sub\.n \(2 -> 3\)"):
+        shards.ResumeState.load(shards.Output(str(tmp_path)), "other", overwrite=False, config={"k": 1, "sub": {"n": 3}})
     assert shards.ResumeState.load(shards.Output(str(tmp_path)), "other", overwrite=True).records == []
 
 
