@@ -1,0 +1,92 @@
+"""The spatio-temporal (S-T) layer ShapeGen4D inserts after every block of the frozen base.
+
+It has the structure of the base's single-stream block (AdaNorm -> joint attention + MLP ->
+gated projection) but attends over the tokens of ALL T frames of a clip at once: the image
+tokens and the shape latents of every frame. A 1D rotary embedding of the frame index on q
+and k tells frames apart (latents themselves have no order, so nothing else is encoded).
+The output projection starts at zero, so at step 0 the wrapped model IS the base.
+Shapes: B clips, T frames, L latents, N image tokens, D width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.dit import AdaNorm, RMSNorm
+
+
+@dataclass
+class STConfig:
+    width: int = 1280
+    heads: int = 20
+    mlp_ratio: float = 4.0
+    rope_theta: float = 10000.0
+    use_image_tokens: bool = True  # ablation: False = S-T attends over shape latents only
+    temporal_only: bool = False  # ablation: pure 1D attention across frames at the same latent index
+
+
+def rope_1d(x_BHSd: torch.Tensor, pos_S: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate channel pairs of q or k by angles pos * theta^(-2i/d) (pairs are (2i, 2i+1))."""
+    d = x_BHSd.shape[-1]
+    freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float32, device=x_BHSd.device) / d)
+    ang = pos_S.float()[:, None] * freqs[None]  # [S, d/2]
+    cos, sin = ang.cos(), ang.sin()
+    x = x_BHSd.float().unflatten(-1, (d // 2, 2))
+    x0, x1 = x[..., 0], x[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    return out.to(x_BHSd.dtype)
+
+
+class STLayer(nn.Module):
+    def __init__(self, cfg: STConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
+        self.norm = AdaNorm(D, 3)
+        self.to_q, self.to_k, self.to_v = (nn.Linear(D, D) for _ in range(3))
+        self.norm_q, self.norm_k = RMSNorm(D // cfg.heads), RMSNorm(D // cfg.heads)
+        self.proj_mlp = nn.Linear(D, hidden)
+        self.proj_out = nn.Linear(D + hidden, D)
+        # Zero output projection: the layer adds exactly 0 until it has been trained. The gate is
+        # NOT zeroed as well: with both at zero each one's gradient is the other (zero) and the
+        # layer never leaves its initial state. Shift/scale start at 0 (a plain LayerNorm).
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+        nn.init.zeros_(self.norm.linear.weight[: 2 * D])
+        nn.init.zeros_(self.norm.linear.bias[: 2 * D])
+
+    def _attend(self, h_BSD: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:
+        B, S, _ = h_BSD.shape
+        split = lambda t: t.view(B, S, self.cfg.heads, -1).transpose(1, 2)  # noqa: E731
+        q = rope_1d(self.norm_q(split(self.to_q(h_BSD))), frame_S, self.cfg.rope_theta)
+        k = rope_1d(self.norm_k(split(self.to_k(h_BSD))), frame_S, self.cfg.rope_theta)
+        return F.scaled_dot_product_attention(q, k, split(self.to_v(h_BSD))).transpose(1, 2).flatten(2)
+
+    def forward(
+        self, x_BTLD: torch.Tensor, c_BTND: torch.Tensor, temb_BD: torch.Tensor, frames_T: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns updated (latents, image tokens). `frames_T`: frame indices (default 0..T-1)."""
+        B, T, L, D = x_BTLD.shape
+        N = c_BTND.shape[2]
+        frames_T = torch.arange(T, device=x_BTLD.device) if frames_T is None else frames_T
+        if self.cfg.temporal_only:
+            # Each latent index is its own length-T sequence; image tokens are left out.
+            tokens = x_BTLD.permute(0, 2, 1, 3).reshape(B * L, T, D)
+            h, gate = self.norm(tokens, temb_BD.repeat_interleave(L, dim=0))
+            out = self._mix(h, gate, frames_T)
+            return x_BTLD + out.view(B, L, T, D).permute(0, 2, 1, 3), c_BTND
+        use_c = self.cfg.use_image_tokens
+        per_frame = torch.cat([c_BTND, x_BTLD], dim=2) if use_c else x_BTLD  # [B, T, N+L | L, D]
+        P = per_frame.shape[2]
+        h, gate = self.norm(per_frame.reshape(B, T * P, D), temb_BD)
+        out = self._mix(h, gate, frames_T.repeat_interleave(P)).view(B, T, P, D)
+        if not use_c:
+            return x_BTLD + out, c_BTND
+        return x_BTLD + out[:, :, N:], c_BTND + out[:, :, :N]
+
+    def _mix(self, h_BSD: torch.Tensor, gate: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:
+        mlp = F.gelu(self.proj_mlp(h_BSD), approximate="tanh")
+        return gate * self.proj_out(torch.cat([self._attend(h_BSD, frame_S), mlp], dim=-1))
