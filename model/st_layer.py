@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.dit import AdaNorm, RMSNorm
+from model.dit import AdaNorm, Attention
 
 
 @dataclass
@@ -46,8 +46,7 @@ class STLayer(nn.Module):
         self.cfg = cfg
         D, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
         self.norm = AdaNorm(D, 3)
-        self.to_q, self.to_k, self.to_v = (nn.Linear(D, D) for _ in range(3))
-        self.norm_q, self.norm_k = RMSNorm(D // cfg.heads), RMSNorm(D // cfg.heads)
+        self.attn = Attention(D, cfg.heads, joint=False, pre_only=True)
         self.proj_mlp = nn.Linear(D, hidden)
         self.proj_out = nn.Linear(D + hidden, D)
         # Zero output projection: the layer adds exactly 0 until it has been trained. The gate is
@@ -57,13 +56,6 @@ class STLayer(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
         nn.init.zeros_(self.norm.linear.weight[: 2 * D])
         nn.init.zeros_(self.norm.linear.bias[: 2 * D])
-
-    def _attend(self, h_BSD: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:
-        B, S, _ = h_BSD.shape
-        split = lambda t: t.view(B, S, self.cfg.heads, -1).transpose(1, 2)  # noqa: E731
-        q = rope_1d(self.norm_q(split(self.to_q(h_BSD))), frame_S, self.cfg.rope_theta)
-        k = rope_1d(self.norm_k(split(self.to_k(h_BSD))), frame_S, self.cfg.rope_theta)
-        return F.scaled_dot_product_attention(q, k, split(self.to_v(h_BSD))).transpose(1, 2).flatten(2)
 
     def forward(
         self, x_BTLD: torch.Tensor, c_BTND: torch.Tensor, temb_BD: torch.Tensor, frames_T: torch.Tensor | None = None
@@ -89,4 +81,5 @@ class STLayer(nn.Module):
 
     def _mix(self, h_BSD: torch.Tensor, gate: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:
         mlp = F.gelu(self.proj_mlp(h_BSD), approximate="tanh")
-        return gate * self.proj_out(torch.cat([self._attend(h_BSD, frame_S), mlp], dim=-1))
+        attn = self.attn(h_BSD, rotate=lambda t: rope_1d(t, frame_S, self.cfg.rope_theta))
+        return gate * self.proj_out(torch.cat([attn, mlp], dim=-1))

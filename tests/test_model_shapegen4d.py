@@ -60,7 +60,7 @@ def test_rope_makes_the_st_layer_equivariant_to_shifting_frame_indices():
     layer = STLayer(STConfig(width=64, heads=4))
     for p in layer.parameters():  # leave the zero init so the layer does something
         torch.nn.init.normal_(p, std=0.05)
-    for norm in (layer.norm_q, layer.norm_k):  # sharp attention, so positions matter visibly
+    for norm in (layer.attn.norm_q, layer.attn.norm_k):  # sharp attention, so positions matter visibly
         torch.nn.init.constant_(norm.weight, 3.0)
     x, c, temb = torch.randn(1, 4, 5, 64), torch.randn(1, 4, 3, 64), torch.randn(1, 64)
     a = layer(x, c, temb, torch.arange(4))
