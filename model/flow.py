@@ -66,9 +66,18 @@ def sample(
     shape_BTLC: tuple[int, ...],
     cfg: FlowConfig,
     generator: torch.Generator | None = None,
+    known_BTLC: torch.Tensor | None = None,
+    known_T: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Euler integration from sigma = 1 (noise) to 0 with classifier-free guidance."""
-    x = noise(shape_BTLC, cfg.shared_noise, generator, cond_BTNK.device).to(cond_BTNK.dtype)
+    """Euler integration from sigma = 1 (noise) to 0 with classifier-free guidance.
+
+    `known_BTLC` with a bool mask `known_T` pins those frames (e.g. the overlap with the
+    previous window of a long video): after every step they are reset to their clean value
+    noised to the current sigma with the same noise, so they end exactly at the known value
+    while the other frames attend to them throughout.
+    """
+    eps = noise(shape_BTLC, cfg.shared_noise, generator, cond_BTNK.device).to(cond_BTNK.dtype)
+    x = eps.clone()
     sigmas = shift_sigma(torch.linspace(1.0, 0.0, cfg.steps + 1, device=cond_BTNK.device), cfg.time_shift)
     B = shape_BTLC[0]
     uncond = torch.zeros_like(cond_BTNK)
@@ -77,4 +86,6 @@ def sample(
         v_u, v_c = model(torch.cat([x, x]), t, torch.cat([uncond, cond_BTNK])).chunk(2)
         v = v_u + cfg.guidance * (v_c - v_u)
         x = x + (s_next - s) * v
+        if known_BTLC is not None:
+            x[:, known_T] = (1 - s_next) * known_BTLC[:, known_T] + s_next * eps[:, known_T]
     return x
