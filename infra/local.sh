@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up this machine for shapegen4d (system packages, ./.venv) and run one command:
-#   bash infra/local.sh demo [key=value ...]   build the sample dataset on a local Ray instance
+#   bash infra/local.sh demo [key=value ...]   the whole loop on the embedded default (python -m jobs.demo):
+#                                               sample dataset -> tiny training -> registry -> generated .glb
 #   bash infra/local.sh test [pytest args ...]  run the test suite
 #   bash infra/local.sh setup                   only install
 # Idempotent: a second call re-installs nothing unless pyproject.toml changed.
@@ -58,8 +59,8 @@ case "$cmd" in
   setup) system_packages; python_env ;;
   demo)
     system_packages; python_env
-    log "building the sample dataset (jobs/configs/demo.yaml)"
-    exec .venv/bin/python -m jobs.build_dataset --config jobs/configs/demo.yaml "$@" ;;
+    log "dataset -> training -> registry -> generation (python -m jobs.demo)"
+    exec .venv/bin/python -m jobs.demo "$@" ;;
   test)
     system_packages; python_env; test_tools
     export SHAPEGEN4D_BPY_PYTHON="$ROOT/.venv-bpy/bin/python"

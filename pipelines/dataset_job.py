@@ -55,19 +55,20 @@ class Summary:
         return "\n".join(lines)
 
 
-def _init_ray(cfg: DatasetConfig) -> None:
+def init_ray(address: str, num_cpus: int = 0) -> None:
+    """Join `address` (a cluster) or start a local Ray instance of `num_cpus` (0 = all cores)."""
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.ray.address:
+    if address:
         # On a cluster the code travels with `ray job submit --working-dir .` (see infra/).
-        ray.init(address=cfg.ray.address)
+        ray.init(address=address)
         return
     # Local workers must import this checkout even when it is not pip-installed.
     repo = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=cfg.ray.num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
+    ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
 
 
 def _map_fn(cfg: DatasetConfig, config_digest: str):
@@ -108,7 +109,7 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
 def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.ShardSink) -> None:
     import ray
 
-    _init_ray(cfg)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = cfg.ray.progress_bars
@@ -128,12 +129,12 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
             f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
         )
         log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s | elapsed %s, ETA %s", i, len(pending), 100 * i / len(pending),
-                 result.uid, status, sum(result.cpu_s.values()), _hms(elapsed), _hms(eta))
+                 result.uid, status, sum(result.cpu_s.values()), hms(elapsed), hms(eta))
         for r in result.rejects:
             if r.reason == "internal_error":
                 log.error("internal error on %s %s:\n%s", r.uid, r.sample_id, r.detail)
 
 
-def _hms(s: float) -> str:
+def hms(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,0 +1,132 @@
+"""The networks a job needs, built from a `Spec`: frozen base (VAE + DiT), DINOv2 condition, ShapeGen4D.
+
+The training workers, the registered MLflow model and the generate job all build their
+networks here, from the same small JSON-able spec, so a model logged by training loads into
+exactly the network it was trained as. Random-init pieces (tests, demos) are seeded, so every
+worker builds identical weights without any file; a logged model ships those weights instead.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from model import build_base, flow
+from model.base import Base
+from model.checkpoint import FILES, load_base
+from model.condition import ConditionConfig as ModelConditionConfig
+from model.condition import ImageConditioner
+from model.shapegen4d import ShapeGen4D, ShapeGen4DConfig
+from model.st_layer import STConfig
+
+TINY_DINO = "tiny-random"
+
+
+@dataclass
+class Spec:
+    """Everything that decides the network (not how it is trained)."""
+
+    base_name: str = "step1x3d"
+    size: str = "full"
+    base_checkpoint: str = ""  # release folder; "" = seeded random init
+    base_seed: int = 0
+    condition_model: str = "facebook/dinov2-with-registers-large"
+    image_size: int = 518
+    use_image_tokens: bool = True
+    temporal_only: bool = False
+    num_latents: int = 1024  # uniform + sharp queries of the training data
+    flow: dict = field(default_factory=lambda: asdict(flow.FlowConfig()))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Spec":
+        return cls(**d)
+
+
+@dataclass
+class Components:
+    base: Base
+    conditioner: ImageConditioner
+    model: ShapeGen4D
+
+
+def random_base(spec: Spec) -> Base:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.base_seed)
+        return build_base(spec.base_name, spec.size)
+
+
+def base_for(spec: Spec) -> Base:
+    base = build_base(spec.base_name, spec.size) if spec.base_checkpoint else random_base(spec)
+    if spec.base_checkpoint:
+        load_base(base, spec.base_checkpoint)
+    base.vae.eval().requires_grad_(False)
+    return base
+
+
+def tiny_dino(width: int, image_size: int, seed: int):
+    """A seeded DINOv2-with-registers of toy size whose hidden width matches the tiny base."""
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    cfg = Dinov2WithRegistersConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=2 * width, image_size=image_size, patch_size=14,
+                                    num_register_tokens=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Dinov2WithRegistersModel(cfg)
+
+
+def conditioner_for(spec: Spec, width: int, folder: str | None = None) -> ImageConditioner:
+    """`folder` overrides the spec's model (a logged model's own copy of its condition weights)."""
+    cfg = ModelConditionConfig(model=folder or spec.condition_model, image_size=spec.image_size)
+    if folder is None and spec.condition_model == TINY_DINO:
+        return ImageConditioner(tiny_dino(width, spec.image_size, spec.base_seed), cfg)
+    return ImageConditioner.from_pretrained(cfg)
+
+
+def build(spec: Spec, device: torch.device | str = "cpu", condition_folder: str | None = None,
+          base: Base | None = None) -> Components:
+    base = base or base_for(spec)
+    dit_cfg = base.dit.cfg
+    st = STConfig(width=dit_cfg.width, heads=dit_cfg.heads, mlp_ratio=dit_cfg.mlp_ratio,
+                  use_image_tokens=spec.use_image_tokens, temporal_only=spec.temporal_only)
+    # S-T layers are seeded too: every data-parallel worker must start from the same weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.base_seed + 1)
+        model = ShapeGen4D(base.dit, ShapeGen4DConfig(st))
+    cond = conditioner_for(spec, dit_cfg.cross_attention_dim, condition_folder)
+    base.vae.to(device)
+    return Components(base, cond.to(device), model.to(device))
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """fp32, contiguous, on CPU: what checkpoints and logged models store (e.g. of `model.st_layers`)."""
+    return {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and exact bytes (bit-identity checks)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_reference(spec: Spec) -> dict:
+    """How a logged model points at its base: release folder + sha256 of each weight file."""
+    if not spec.base_checkpoint:
+        return {"random_init": True, "seed": spec.base_seed}
+    folder = Path(spec.base_checkpoint)
+    return {"random_init": False, "path": str(folder.resolve()),
+            "sha256": {rel: file_sha256(folder / rel) for rel in FILES.values()}}

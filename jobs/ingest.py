@@ -1,0 +1,83 @@
+"""Training ingest: a dataset's manifest and its shards as a Ray Dataset of model-ready arrays.
+
+The shards are schema v1 (DESIGN.md); only the columns the model needs are read. Decoding
+(PNG frames, fixed-shape tensors to numpy) runs as a Ray Data map on the CPUs the training
+workers leave free, so it overlaps the training steps instead of stalling them.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines import shards
+
+# Array columns the model reads; sharp sets exist only when the dataset was built with them.
+ARRAYS = ("surface", "queries", "sharp_surface", "sharp_queries", "video")
+
+
+@dataclass
+class DatasetInfo:
+    uri: str
+    manifest: dict
+
+    @property
+    def digest(self) -> str:
+        return self.manifest["digest"]
+
+    @property
+    def dims(self) -> dict:
+        return self.manifest["dims"]
+
+    @property
+    def num_latents(self) -> int:
+        return self.dims["Q"] + self.dims["Qs"]
+
+    def rows(self, split: str) -> int:
+        return int(self.manifest["splits"].get(split, 0))
+
+    def shard_paths(self) -> list[str]:
+        """Shard files as paths Ray Data can read (local absolute paths or URIs)."""
+        return [f"{self.uri.rstrip('/')}/{s['path']}" for s in self.manifest["shards"]]
+
+
+def open_dataset(path: str) -> DatasetInfo:
+    """Read <path>/manifest.json; a clear error when the folder is not a finished dataset."""
+    out = shards.Output(path)
+    if not out.exists("manifest.json"):
+        raise FileNotFoundError(f"data.path {out.uri}: no manifest.json (build it with `python -m jobs.build_dataset`)")
+    return DatasetInfo(out.uri, json.loads(out.read_bytes("manifest.json")))
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def decode_batch(table, split: str) -> dict[str, np.ndarray]:
+    """The `split` rows of a pyarrow batch of shard rows -> numpy arrays: surface [b,T,N,6],
+    queries [b,T,Q,6], (sharp_surface, sharp_queries), frames [b,T,H,W,4] uint8."""
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.equal(table.column("split"), split))
+    if table.num_rows == 0:
+        return {}
+    out = {}
+    for name in ("surface", "queries", "sharp_surface", "sharp_queries"):
+        if name in table.column_names:
+            out[name] = table.column(name).combine_chunks().to_numpy_ndarray().astype(np.float32, copy=False)
+    out["frames"] = np.stack([np.stack([decode_png(b) for b in clip]) for clip in table.column("video").to_pylist()])
+    return out
+
+
+def ray_dataset(info: DatasetInfo, split: str):
+    """The `split` rows of the dataset, decoded, as a Ray Dataset (lazy, streaming)."""
+    import ray
+
+    columns = ["split"] + [c for c in ARRAYS if c in info.manifest["columns"]]
+    ds = ray.data.read_parquet(info.shard_paths(), columns=columns)
+    return ds.map_batches(decode_batch, fn_kwargs={"split": split}, batch_format="pyarrow", batch_size=1)

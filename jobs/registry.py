@@ -1,0 +1,165 @@
+"""The trained model as an MLflow pyfunc: video frames in, a mesh sequence out.
+
+    model = mlflow.pyfunc.load_model("models:/shapegen4d@candidate")
+    meshes = model.predict(frames_THWC_uint8, params={"seed": 0, "steps": 30})
+    # -> T dicts {"vertices": float32 [V,3], "faces": int64 [F,3]} in the clip's [-1,1]^3 frame
+
+What is logged (artifact `model/`): the S-T weights (safetensors), `shapegen4d.json` (the network
+spec, sampling defaults, the base reference), and, only for seeded random-init pieces (tests,
+demos), the base and condition weights themselves. A real base is referenced by folder and
+sha256 of each release file, checked again when the model loads, so a model never silently
+runs on a different base than it was trained on.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from jobs import components
+from jobs.train_config import SampleConfig
+
+REPO = Path(__file__).resolve().parents[1]
+META = "shapegen4d.json"
+ST_WEIGHTS = "st_layers.safetensors"
+PARAMS = {"seed": ("long", 0), "steps": ("long", 0), "guidance": ("double", -1.0), "mesh_resolution": ("long", 0)}
+
+try:
+    import mlflow.pyfunc
+
+    _PythonModel = mlflow.pyfunc.PythonModel
+except ImportError:  # model-only installs can still import the packing helpers
+    _PythonModel = object
+
+
+def pack(folder: Path, spec: components.Spec, st_weights: Path, sample: SampleConfig, extra: dict) -> Path:
+    """Lay out a model folder: weights, spec, base reference, and random-init weights if any."""
+    from model.checkpoint import save_base
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(st_weights, folder / ST_WEIGHTS)
+    ref = components.base_reference(spec)
+    if ref["random_init"]:
+        save_base(components.random_base(spec), folder / "base")
+    if spec.condition_model == components.TINY_DINO:
+        width = components.random_base(spec).dit.cfg.cross_attention_dim
+        components.conditioner_for(spec, width).encoder.save_pretrained(folder / "condition")
+    meta = {"spec": asdict(spec), "sample": asdict(sample), "base": ref, **extra}
+    (folder / META).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_pipeline(folder: Path, device: str | None = None):
+    """A packed model folder -> (VideoTo4D, meta). Verifies the base reference."""
+    import torch
+    from safetensors.torch import load_file
+
+    from model import build_base, flow
+    from model.checkpoint import load_base, load_strict
+    from model.generate import GenerateConfig, VideoTo4D
+    from model.mesh import MeshConfig
+
+    folder = Path(folder)
+    meta = json.loads((folder / META).read_text())
+    spec = components.Spec.from_dict(meta["spec"])
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ref = meta["base"]
+    if ref["random_init"]:
+        base = load_base(build_base(spec.base_name, spec.size), folder / "base")
+    else:
+        for rel, want in ref["sha256"].items():
+            got = components.file_sha256(Path(ref["path"]) / rel)
+            if got != want:
+                raise ValueError(f"base weights {Path(ref['path']) / rel} have sha256 {got}, the model was trained on {want}")
+        base = load_base(build_base(spec.base_name, spec.size), ref["path"])
+    base.vae.eval().requires_grad_(False)
+    cond_folder = folder / "condition"
+    comps = components.build(spec, device, condition_folder=str(cond_folder) if cond_folder.is_dir() else None, base=base)
+    load_strict(comps.model.st_layers, load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
+    comps.model.to(device)
+    sample = SampleConfig(**meta["sample"])
+    fcfg = flow.FlowConfig(**{**spec.flow, "steps": sample.steps, "guidance": sample.guidance})
+    gcfg = GenerateConfig(num_latents=spec.num_latents, window=sample.window, overlap=sample.overlap, flow=fcfg,
+                          mesh=MeshConfig(resolution=sample.mesh_resolution))
+    return VideoTo4D(comps.conditioner, comps.model, comps.base.vae, gcfg), meta
+
+
+class ShapeGen4DModel(_PythonModel):
+    def load_context(self, context) -> None:
+        self.pipeline, self.meta = load_pipeline(Path(context.artifacts["model"]))
+
+    def predict(self, context, model_input, params: dict | None = None) -> list[dict]:
+        return predict(self.pipeline, self.meta, model_input, params)
+
+
+def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[dict]:
+    """uint8 frames [T,H,W,3|4] -> T meshes; params: seed, steps, guidance, mesh_resolution (0/-1 = default)."""
+    import dataclasses
+
+    import torch
+
+    if isinstance(frames, dict) and len(frames) == 1:  # {"frames": array}, as REST clients send it
+        frames = next(iter(frames.values()))
+    params = {k: v for k, v in (params or {}).items() if v not in (0, -1.0, None) or k == "seed"}
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        raise ValueError(f"expected uint8 frames [T,H,W,3|4], got {frames.dtype} {frames.shape}")
+    cfg = pipeline.cfg
+    if "steps" in params or "guidance" in params:
+        pipeline.cfg = dataclasses.replace(cfg, flow=dataclasses.replace(
+            cfg.flow, steps=int(params.get("steps", cfg.flow.steps)), guidance=float(params.get("guidance", cfg.flow.guidance))))
+    if "mesh_resolution" in params:
+        pipeline.cfg = dataclasses.replace(pipeline.cfg, mesh=dataclasses.replace(cfg.mesh, resolution=int(params["mesh_resolution"])))
+    try:
+        device = next(pipeline.model.parameters()).device
+        g = torch.Generator(device=device).manual_seed(int(params.get("seed", meta["sample"]["seed"])))
+        meshes = pipeline(torch.from_numpy(np.ascontiguousarray(frames)), generator=g)
+    finally:
+        pipeline.cfg = cfg
+    return [{"vertices": np.asarray(v, np.float32), "faces": np.asarray(f, np.int64)} for v, f in meshes]
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        params=ParamSchema([ParamSpec(k, tp, default) for k, (tp, default) in PARAMS.items()]),
+    )
+
+
+def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict) -> dict:
+    """Log the packed folder as a pyfunc in the active run; register it and point `alias` at it."""
+    import mlflow
+    import safetensors
+    import skimage
+    import torch
+    import transformers
+    from mlflow.tracking import MlflowClient
+
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+            f"safetensors=={safetensors.__version__}", f"scikit-image=={skimage.__version__}",
+            f"mlflow=={mlflow.__version__}", "numpy"]
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ShapeGen4DModel(),
+        artifacts={"model": str(folder)},
+        # The network code travels with the model: a consumer loads exactly what was trained.
+        code_paths=[str(REPO / "model"), str(REPO / "jobs")],
+        signature=signature(),
+        pip_requirements=reqs,
+        registered_model_name=registered_model or None,
+    )
+    out = {"model_uri": info.model_uri}
+    if registered_model:
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        for k, v in tags.items():
+            client.set_model_version_tag(registered_model, version, k, str(v))
+        client.set_registered_model_alias(registered_model, alias, version)
+        out.update({"version": version, "registered_uri": f"models:/{registered_model}@{alias}"})
+    return out
