@@ -38,6 +38,12 @@ class DatasetInfo:
     def rows(self, split: str) -> int:
         return int(self.manifest["splits"].get(split, 0))
 
+    def decoded_gb(self, split: str) -> float:
+        """Size of the split once decoded (float32 points, RGBA frames), for the caching choice."""
+        d, res = self.dims, self.manifest["config"]["render"]["resolution"]
+        per_row = d["T"] * (4 * 6 * (d["N"] + d["Ns"] + d["Q"] + d["Qs"]) + 4 * res * res)
+        return self.rows(split) * per_row / 2**30
+
     def shard_paths(self) -> list[str]:
         """Shard files as paths Ray Data can read (local absolute paths or URIs)."""
         return [f"{self.uri.rstrip('/')}/{s['path']}" for s in self.manifest["shards"]]
@@ -74,10 +80,13 @@ def decode_batch(table, split: str) -> dict[str, np.ndarray]:
     return out
 
 
-def ray_dataset(info: DatasetInfo, split: str):
-    """The `split` rows of the dataset, decoded, as a Ray Dataset (lazy, streaming)."""
+def ray_dataset(info: DatasetInfo, split: str, materialize_below_gb: float = 0.0):
+    """The `split` rows of the dataset, decoded, as a Ray Dataset: streaming, or decoded once into
+    the object store when smaller than `materialize_below_gb` (each streamed epoch re-reads and
+    re-decodes, seconds of start-up that dominate when an epoch is only a few steps)."""
     import ray
 
     columns = ["split"] + [c for c in ARRAYS if c in info.manifest["columns"]]
     ds = ray.data.read_parquet(info.shard_paths(), columns=columns)
-    return ds.map_batches(decode_batch, fn_kwargs={"split": split}, batch_format="pyarrow", batch_size=1)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"split": split}, batch_format="pyarrow", batch_size=1)
+    return ds.materialize() if info.decoded_gb(split) < materialize_below_gb else ds

@@ -75,13 +75,29 @@ def check(cfg: TrainConfig, data: ingest.DatasetInfo) -> None:
         raise ValueError("train.steps and train.checkpoint_every must be positive")
 
 
-def find_run(cfg: TrainConfig, uri: str, run_key: str):
-    """The MLflow run of this run.name + storage_path if one exists (a re-run resumes it)."""
+def find_run(cfg: TrainConfig, uri: str, run_key: str, digest: str):
+    """The MLflow run to continue: the newest one of this run.name + storage_path, if its
+    checkpoints are still there (otherwise training starts over, in a new run)."""
     import mlflow
 
     exp_id = tracking.experiment(cfg.mlflow.experiment, uri)
-    found = mlflow.search_runs([exp_id], filter_string=f"tags.`train.run_key` = '{run_key}'", output_format="list")
-    return exp_id, (found[0] if found else None)
+    found = mlflow.search_runs([exp_id], filter_string=f"tags.`train.run_key` = '{run_key}'",
+                               order_by=["attributes.start_time DESC"], output_format="list")
+    if not found or not has_checkpoints(run_key):
+        return exp_id, None
+    run = found[0]
+    if run.data.tags.get("dataset.digest") != digest:
+        raise ValueError(f"run {run_key} has checkpoints of a model trained on dataset {run.data.tags.get('dataset.digest')}, "
+                         f"not on {digest}: choose another run.name (or remove its checkpoints to start over)")
+    return exp_id, run
+
+
+def has_checkpoints(run_dir: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else Path(run_dir).as_uri())
+    entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return any(e.base_name.startswith("checkpoint_") for e in entries)
 
 
 def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> None:
@@ -115,10 +131,12 @@ def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> Non
 
 
 def fit(cfg: TrainConfig, spec: components.Spec, data: ingest.DatasetInfo, uri: str, run_id: str):
+    import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     dataset_job.init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # our own step lines instead
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
@@ -137,7 +155,7 @@ def fit(cfg: TrainConfig, spec: components.Spec, data: ingest.DatasetInfo, uri: 
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             worker_runtime_env={"env_vars": env},
         ),
-        datasets={"train": ingest.ray_dataset(data, cfg.data.split)},
+        datasets={"train": ingest.ray_dataset(data, cfg.data.split, cfg.data.materialize_below_gb)},
     )
     return trainer.fit()
 
@@ -151,7 +169,7 @@ def main(cfg: TrainConfig) -> Result:
     spec = make_spec(cfg, data)
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     run_key = f"{storage_path(cfg).rstrip('/')}/{cfg.run.name}"
-    exp_id, existing = find_run(cfg, uri, run_key)
+    exp_id, existing = find_run(cfg, uri, run_key, data.digest)
     if existing is not None and existing.data.tags.get("train.completed"):
         done = json.loads(existing.data.tags["train.completed"])
         log.info("run %s already completed (%s); nothing to do", run_key, done)

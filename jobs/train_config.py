@@ -20,6 +20,9 @@ class DataConfig:
     # Surface points per frame fed to the VAE encoder: 0 = all the shard has; fewer = a seeded
     # random subset (cheaper encoder cross-attention, same queries).
     num_surface_points: int = 0
+    # Decode the split once into Ray's object store when it is smaller than this (GiB); larger
+    # splits stream from the shards every epoch.
+    materialize_below_gb: float = 2.0
 
 
 @dataclass

@@ -226,3 +226,21 @@ def test_deepspeed_config_fills_the_global_batch_by_accumulation():
     assert ds["gradient_accumulation_steps"] == 4 and ds["train_batch_size"] == 64
     assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"]["enabled"]
     assert cfg.train.lr == 5e-5 and cfg.deepspeed.stage == 2  # the paper's defaults
+
+
+def test_a_run_continues_only_with_its_checkpoints_and_its_dataset(tmp_path):
+    import mlflow
+
+    from jobs import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = config_lib.load(TrainConfig, None, [f"mlflow.tracking_uri={uri}"])
+    run_key = str(tmp_path / "runs" / "r")
+    exp_id = train.tracking.experiment(cfg.mlflow.experiment, uri)
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        mlflow.set_tags({"train.run_key": run_key, "dataset.digest": "a" * 32})
+    assert train.find_run(cfg, uri, run_key, "a" * 32)[1] is None  # no checkpoints: start over
+    (tmp_path / "runs" / "r" / "checkpoint_2026-01-01_00-00-00.0").mkdir(parents=True)
+    assert train.find_run(cfg, uri, run_key, "a" * 32)[1].info.run_id == run.info.run_id
+    with pytest.raises(ValueError, match="trained on dataset a{32}"):
+        train.find_run(cfg, uri, run_key, "b" * 32)
