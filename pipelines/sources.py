@@ -23,6 +23,14 @@ kind "local" (any pyarrow filesystem: a plain path, or a URI such as file:///...
   `license`, `animationCount`, `vertexCount`, `faceCount`, filtered like Objaverse annotations.
   A local asset without a sidecar license gets license "unknown".
 
+kind "procedural" (generated in memory by `pipelines.procedural`; nothing is read from disk)
+  `count` assets, asset i of family `families[i % len(families)]` (`families` [] = all five:
+  tube, blob, figure, split, wave), each a pure function of (family, `seed`, i): uid
+  `proc-<family>-<seed>-<i:05d>`, uri `procedural://<family>/<seed>/<i>`, license "cc0". Listing
+  draws only the parameters (cheap) and states animationCount/faceCount/vertexCount, so the
+  metadata filters, `uids` and `limit` (in index order) work as for local assets; `fetch` writes
+  the GLB, and the same uid gives the same bytes everywhere. `path` is not used.
+
 Metadata checks, first failing one recorded: no_animation, license_not_allowed, too_few_faces,
 too_many_faces, too_many_vertices. A count the metadata does not state is not checked (the bake
 stage still rejects a file without animation). Other curate reasons: not_in_uid_list (a local
@@ -47,6 +55,7 @@ from typing import Any, Callable, Iterator, Literal
 import objaverse
 import pyarrow.fs as pafs
 
+from pipelines import procedural
 from pipelines.errors import AssetError
 from pipelines.records import Reject
 
@@ -67,7 +76,7 @@ _METADATA_FILES_PER_CALL = 10
 
 @dataclass
 class SourceConfig:
-    kind: Literal["local", "objaverse"] = "local"
+    kind: Literal["local", "objaverse", "procedural"] = "local"
     # local: folder, list file or one .glb/.gltf (path or pyarrow URI);
     # objaverse: the cache folder holding hf-objaverse-v1/ ("" = the package default ~/.objaverse).
     path: str = ""
@@ -84,13 +93,17 @@ class SourceConfig:
     # and a socket timeout so a stalled download fails instead of hanging (urlretrieve has none).
     download_processes: int = 1
     download_timeout_s: float = 120.0
+    # procedural: `count` generated assets of `families` ([] = all), parameters seeded by `seed`.
+    seed: int = 0
+    count: int = 256
+    families: list[str] = field(default_factory=list)
 
 
 @dataclass
 class AssetRef:
     uid: str
-    source: str  # "objaverse" | "local"
-    uri: str  # objaverse: glb path relative to hf-objaverse-v1/; local: absolute path or URI
+    source: str  # "objaverse" | "local" | "procedural"
+    uri: str  # objaverse: glb path relative to hf-objaverse-v1/; local: absolute path or URI; procedural://family/seed/index
     license: str
     name: str
     meta: dict[str, Any] = field(default_factory=dict)  # small and JSON-serialisable (travels to workers)
@@ -107,8 +120,10 @@ def list_assets(cfg: SourceConfig) -> tuple[list[AssetRef], list[Reject]]:
         refs, rejects = _list_objaverse(cfg)
     elif cfg.kind == "local":
         refs, rejects = _list_local(cfg)
+    elif cfg.kind == "procedural":
+        refs, rejects = _list_procedural(cfg)
     else:
-        raise ValueError(f"source.kind must be 'objaverse' or 'local', got {cfg.kind!r}")
+        raise ValueError(f"source.kind must be 'objaverse', 'local' or 'procedural', got {cfg.kind!r}")
     return sorted(refs, key=lambda r: r.uid), sorted(rejects, key=lambda r: (r.uid, r.reason))
 
 
@@ -123,6 +138,8 @@ def fetch(ref: AssetRef, cfg: SourceConfig) -> tuple[bytes, Callable[[str], byte
         except (OSError, ValueError) as e:  # pyarrow: OSError subclasses; ArrowInvalid (a bad URI) is a ValueError
             raise AssetError("fetch", "fetch_failed", f"{ref.uri}: {e}") from e
         return data, _external_reader(fs, posixpath.dirname(path), ref.uri)
+    if ref.source == "procedural":
+        return _fetch_procedural(ref)
     raise ValueError(f"unknown asset source {ref.source!r} (uid {ref.uid})")
 
 
@@ -434,6 +451,60 @@ def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str) -> Callable
             raise FileNotFoundError(f"{asset}: external file {rel!r} ({path}): {e}") from e
 
     return read
+
+
+# ------------------------------------------------------------------------------------ procedural
+
+_PROCEDURAL_SCHEME = "procedural://"
+
+
+def _list_procedural(cfg: SourceConfig) -> tuple[list[AssetRef], list[Reject]]:
+    families = list(cfg.families) or list(procedural.FAMILIES)
+    unknown = sorted(set(families) - set(procedural.FAMILIES))
+    if unknown:
+        raise ValueError(f"source.families: unknown procedural families {unknown}; choose from {list(procedural.FAMILIES)}")
+    if len(set(families)) != len(families):
+        raise ValueError(f"source.families lists a family twice: {families}")
+    if cfg.count <= 0:
+        raise ValueError(f"source.count must be > 0 for source.kind=procedural, got {cfg.count}")
+    if cfg.seed < 0:
+        raise ValueError(f"source.seed must be >= 0, got {cfg.seed}")
+    uids = [procedural.asset_uid(procedural.family_of(i, families), cfg.seed, i) for i in range(cfg.count)]
+    allowed = set(cfg.uids)
+    rejects = [_reject(u, "unknown_uid", f"not among the {cfg.count} procedural assets of seed {cfg.seed} "
+                       f"and families {families}") for u in sorted(allowed - set(uids))]
+    refs: list[AssetRef] = []
+    for i, uid in enumerate(uids):
+        if allowed and uid not in allowed:
+            rejects.append(_reject(uid, "not_in_uid_list", f"{_PROCEDURAL_SCHEME}{procedural.family_of(i, families)}/{cfg.seed}/{i}"))
+            continue
+        spec = procedural.asset_spec(procedural.family_of(i, families), cfg.seed, i)
+        counts = {"animationCount": 1, "faceCount": spec.num_faces, "vertexCount": spec.num_vertices}
+        reject = _curate(uid, procedural.PROCEDURAL_LICENSE, counts, cfg)
+        if reject:
+            rejects.append(reject)
+            continue
+        meta = dict(counts, family=spec.family, seed=spec.seed, index=spec.index, duration=spec.duration)
+        refs.append(AssetRef(uid, "procedural", f"{_PROCEDURAL_SCHEME}{spec.family}/{spec.seed}/{spec.index}",
+                             procedural.PROCEDURAL_LICENSE, f"procedural {spec.family} #{spec.index}", meta))
+        if cfg.limit and len(refs) >= cfg.limit:
+            break
+    return refs, rejects
+
+
+def _fetch_procedural(ref: AssetRef) -> tuple[bytes, Callable[[str], bytes]]:
+    try:
+        family, seed, index = ref.uri.removeprefix(_PROCEDURAL_SCHEME).split("/")
+        if not ref.uri.startswith(_PROCEDURAL_SCHEME) or procedural.asset_uid(family, int(seed), int(index)) != ref.uid:
+            raise ValueError("uri and uid disagree")
+        data = procedural.build_asset(family, int(seed), int(index)).glb
+    except ValueError as e:
+        raise AssetError("fetch", "fetch_failed", f"procedural {ref.uid} ({ref.uri}): {e}") from e
+
+    def read(rel: str) -> bytes:
+        raise FileNotFoundError(f"{ref.uri}: a procedural asset has no external files (asked for {rel!r})")
+
+    return data, read
 
 
 # ------------------------------------------------------------------------------- paths and URIs

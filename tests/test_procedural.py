@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pygltflib
 import pytest
 import trimesh
 
-from pipelines import bake, gltf_io, procedural, surface
+from pipelines import bake, gltf_io, normalize, procedural, queries, surface, watertight
 from pipelines.errors import AssetError
 from pipelines.gltf_write import Channel, GltfBuilder, Primitive
 
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 VALIDATE = REPO / "tests" / "gltf_validate.mjs"
 VALIDATOR_DIR = Path(os.environ.get("GLTF_VALIDATOR_DIR", REPO / ".cache/npm/node_modules/gltf-validator"))
 INSTALL = "npm install --prefix .cache/npm gltf-validator@2.0.0-dev.3.10"
+# Two random assets of every procedural family go through the validator too.
+RANDOM_UIDS = [procedural.asset_uid(f, 0, i) for f in procedural.FAMILIES for i in (0, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +104,8 @@ def reports(samples, tmp_path_factory) -> dict[str, dict]:
     d = tmp_path_factory.mktemp("validate")
     for name, s in samples.items():
         (d / f"{name}.glb").write_bytes(s.glb)
+    for uid in RANDOM_UIDS:
+        (d / f"{uid}.glb").write_bytes(procedural.build_uid(uid).glb)
     feat = _feature_asset()
     (d / "features.glb").write_bytes(feat.to_glb())
     feat.to_gltf_files(d, "features_ext")
@@ -117,13 +122,13 @@ def _issues(report: dict) -> dict:
     return report["issues"]
 
 
-@pytest.mark.parametrize("name", [*procedural.SAMPLES, "features", "features_ext"])
+@pytest.mark.parametrize("name", [*procedural.SAMPLES, "features", "features_ext", *RANDOM_UIDS])
 def test_written_files_pass_the_khronos_validator(reports, name):
     report = reports.get(f"{name}.glb") or reports[f"{name}.gltf"]
     issues = _issues(report)
     assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
     info = report["info"]
-    if name in procedural.SAMPLES:
+    if name in procedural.SAMPLES or name in RANDOM_UIDS:
         assert info["animationCount"] == 1 and info["drawCallCount"] >= 1
 
 
@@ -291,3 +296,101 @@ def test_cli_writes_samples_and_bad_assets(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         procedural.main(["--help"])
     assert e.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- random 4D assets (source.kind=procedural)
+
+
+def _normalised_frames(glb: bytes, num_frames: int = 16) -> tuple[np.ndarray, np.ndarray, float]:
+    """(vertices [T,V,3] in the clip's [-1,1]^3 frame, faces, motion) the way the dataset job gets them."""
+    g = gltf_io.load_gltf(glb)
+    (info,) = bake.list_animations(g)
+    baked = bake.bake(g, 0, bake.frame_times(info, num_frames))
+    center, scale = normalize.clip_transform(baked.vertices, normalize.NormalizeConfig())
+    v = normalize.apply(baked.vertices, center, scale)
+    probe = surface.sample_barycentric(v[0], baked.faces, 4096, np.random.default_rng(0))
+    _, motion = normalize.motion(queries.propagate(v, baked.faces, *probe)[..., :3])
+    return v, baked.faces, motion
+
+
+@pytest.mark.parametrize("family", procedural.FAMILIES)
+def test_every_family_bakes_into_moving_closed_frames(family):
+    for index in range(4):
+        a = procedural.build_asset(family, 0, index)
+        spec = a.spec
+        assert a.uid == f"proc-{family}-0-{index:05d}" and procedural.parse_uid(a.uid) == (family, 0, index)
+        g = gltf_io.load_gltf(a.glb)
+        (info,) = bake.list_animations(g)
+        assert (info.start, info.end) == (0.0, spec.duration) and 1.5 <= spec.duration <= 3.0
+        v, faces, motion = _normalised_frames(a.glb)
+        # The counts the listing states (without building) are the file's.
+        assert v.shape == (16, spec.num_vertices, 3) and faces.shape == (spec.num_faces, 3), a.uid
+        assert np.isfinite(v).all() and 500 <= spec.num_faces <= 12_000
+        assert motion > 0.05, (a.uid, motion)  # 5x the dataset's default static threshold
+        # Frequencies are not whole cycles per clip, so even 3 frames (0, T/2, T) see motion.
+        assert _normalised_frames(a.glb, num_frames=3)[2] > 0.02, a.uid
+        # Every part is a closed, consistently outward surface in every frame we look at.
+        for t in (0, 8):
+            parts = trimesh.Trimesh(v[t], faces, process=False).split(only_watertight=False)
+            for p in parts:
+                assert p.is_watertight and p.is_winding_consistent and p.volume > 0, (a.uid, t)
+        # An independent reader sees the same triangles.
+        assert len(trimesh.load(io.BytesIO(a.glb), file_type="glb", force="mesh").faces) == spec.num_faces
+
+
+def test_random_assets_are_deterministic_and_distinct():
+    uids = [procedural.asset_uid(f, 7, i) for f in procedural.FAMILIES for i in (3, 4)]
+    first = {u: procedural.build_uid(u).glb for u in uids}
+    assert all(procedural.build_uid(u).glb == first[u] for u in uids)
+    assert len(set(first.values())) == len(uids)  # another index (or family) is another asset
+    assert procedural.build_asset("tube", 8, 3).glb != first["proc-tube-7-00003"]  # and another seed
+    # A fresh interpreter with another hash seed writes the same bytes.
+    code = ("import hashlib, sys; from pipelines import procedural; "
+            "print(' '.join(hashlib.sha256(procedural.build_uid(u).glb).hexdigest() for u in sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", code, *uids], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert run.returncode == 0, run.stderr
+    import hashlib
+
+    assert run.stdout.split() == [hashlib.sha256(first[u]).hexdigest() for u in uids]
+
+
+def test_random_parameters_vary_per_asset():
+    specs = {f: [procedural.asset_spec(f, 0, i) for i in range(40)] for f in procedural.FAMILIES}
+    for f, ss in specs.items():
+        assert len({s.duration for s in ss}) >= 5, f
+        assert len({s.num_faces for s in ss}) >= 20, f
+        assert len({json.dumps(s.params, sort_keys=True) for s in ss}) == 40, f
+    assert {len(s.params["joints"]) + 1 for s in specs["tube"]} == set(range(3, 8))
+    assert {len(s.params["targets"]) for s in specs["blob"]} == {1, 2, 3}
+    assert {s.params["interpolation"] for s in specs["blob"]} == {"CUBICSPLINE", "LINEAR"}
+    assert {len(s.params["limbs"]) for s in specs["figure"]} == set(range(2, 7))
+    assert {s.params["mode"] for s in specs["split"]} == {"split", "merge", "bounce"}
+    assert {len(s.params["shapes"]) for s in specs["split"]} == {2, 3, 4}
+    assert {s.params["mode"] for s in specs["wave"]} == {"spot", "ridge"}
+    json.dumps([s.params for ss in specs.values() for s in ss])  # parameters travel as JSON metadata
+    with pytest.raises(ValueError, match="unknown procedural family"):
+        procedural.asset_spec("cloud", 0, 0)
+    for bad in ("proc-cloud-0-00001", "proc-tube-x-1", "tube-0-1", "proc-tube-0-1", "proc-tube-00-00001"):
+        with pytest.raises(ValueError, match="not a procedural asset uid"):
+            procedural.parse_uid(bad)
+
+
+def test_split_family_changes_the_watertight_topology():
+    """Parts that start overlapping and end apart: one watertight component, then several."""
+    index = next(i for i in range(100) if procedural.asset_spec("split", 0, i).params["mode"] == "split")
+    a = procedural.build_asset("split", 0, index)
+    v, faces, _ = _normalised_frames(a.glb, num_frames=5)
+    cfg = watertight.WatertightConfig(resolution=48, min_component_ratio=0.0)
+    counts = [watertight.make_watertight(v[t], faces, cfg)[2]["num_components"] for t in (0, 4)]
+    assert counts == [1, len(a.spec.params["shapes"])], counts
+
+
+def test_cli_writes_random_assets_with_sidecars(tmp_path, capsys):
+    assert procedural.main(["--out", str(tmp_path), "--random", "4", "--seed", "3", "--families", "wave,tube"]) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.glb"))
+    assert names == ["proc-tube-3-00001.glb", "proc-tube-3-00003.glb", "proc-wave-3-00000.glb", "proc-wave-3-00002.glb"]
+    meta = json.loads((tmp_path / "proc-tube-3-00001.meta.json").read_text())
+    assert meta["license"] == "cc0" and meta["faceCount"] == procedural.asset_spec("tube", 3, 1).num_faces
+    assert (tmp_path / "proc-tube-3-00001.glb").read_bytes() == procedural.build_asset("tube", 3, 1).glb
+    assert "proc-wave-3-00000" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import objaverse
 import pytest
 
@@ -386,3 +387,109 @@ def test_objaverse_asset_goes_through_every_stage(cache, no_network):
     assert row["source_sha256"] == hashlib.sha256((GLTF / "CesiumMan.glb").read_bytes()).hexdigest()
     assert row["surface"].shape == (3, 256, 6) and row["queries"].shape == (3, 16, 6) and len(row["video"]) == 3
     assert no_network == []
+
+
+# ------------------------------------------------------------------------------------ procedural
+
+
+def _pcfg(**kw) -> SourceConfig:
+    return SourceConfig(kind="procedural", **kw)
+
+
+def test_procedural_listing_count_families_and_metadata(no_network):
+    from pipelines import procedural
+
+    refs, rejects = list_assets(_pcfg(seed=3, count=12))
+    assert rejects == [] and len(refs) == 12
+    assert [r.uid for r in refs] == sorted(r.uid for r in refs)
+    # Asset i belongs to families[i % 5] and is named after (family, seed, i).
+    expect = {procedural.asset_uid(procedural.FAMILIES[i % 5], 3, i) for i in range(12)}
+    assert {r.uid for r in refs} == expect
+    tube = next(r for r in refs if r.uid == "proc-tube-3-00005")
+    spec = procedural.asset_spec("tube", 3, 5)
+    assert (tube.source, tube.uri, tube.license) == ("procedural", "procedural://tube/3/5", "cc0")
+    assert tube.meta["faceCount"] == spec.num_faces and tube.meta["vertexCount"] == spec.num_vertices
+    assert tube.meta["animationCount"] == 1 and tube.meta["family"] == "tube"
+    assert AssetRef(**json.loads(json.dumps(asdict(tube)))) == tube  # how the job ships refs to workers
+    assert list_assets(_pcfg(seed=3, count=12)) == (refs, rejects)  # listing is deterministic
+
+    only = list_assets(_pcfg(seed=3, count=6, families=["wave", "blob"]))[0]
+    assert [r.uid for r in only] == ["proc-blob-3-00001", "proc-blob-3-00003", "proc-blob-3-00005",
+                                     "proc-wave-3-00000", "proc-wave-3-00002", "proc-wave-3-00004"]
+    assert [r.uid for r in list_assets(_pcfg(count=50, limit=3))[0]] == [
+        "proc-blob-0-00001", "proc-figure-0-00002", "proc-tube-0-00000"]  # the first 3 indices, sorted
+
+
+def test_procedural_filters_and_uid_list(no_network):
+    from pipelines import procedural
+
+    faces = {i: procedural.asset_spec(procedural.FAMILIES[i % 5], 0, i).num_faces for i in range(10)}
+    cut = sorted(faces.values())[5]
+    refs, rejects = list_assets(_pcfg(count=10, max_faces=cut))
+    assert {r.meta["index"] for r in refs} == {i for i, f in faces.items() if f <= cut}
+    assert {r.reason for r in rejects} == {"too_many_faces"} and len(refs) + len(rejects) == 10
+    refs, rejects = list_assets(_pcfg(count=4, licenses=["by"]))
+    assert refs == [] and {r.reason for r in rejects} == {"license_not_allowed"}
+    refs, rejects = list_assets(_pcfg(count=4, min_faces=10**6))
+    assert refs == [] and {r.reason for r in rejects} == {"too_few_faces"}
+    refs, rejects = list_assets(_pcfg(count=5, uids=["proc-split-0-00003", "proc-tube-0-00999"]))
+    assert [r.uid for r in refs] == ["proc-split-0-00003"]
+    reasons = {r.uid: r.reason for r in rejects}
+    assert reasons.pop("proc-tube-0-00999") == "unknown_uid"
+    assert set(reasons.values()) == {"not_in_uid_list"} and len(reasons) == 4
+    for bad, match in ((dict(families=["cloud"]), "unknown procedural families"), (dict(count=0), "count"),
+                       (dict(seed=-1), "seed"), (dict(families=["tube", "tube"]), "twice")):
+        with pytest.raises(ValueError, match=match):
+            list_assets(_pcfg(**bad))
+
+
+def test_procedural_fetch_builds_the_asset(no_network):
+    from pipelines import procedural
+
+    (ref,), _ = list_assets(_pcfg(count=3, uids=["proc-figure-0-00002"]))
+    data, read_external = fetch(ref, SourceConfig())  # the uri alone defines the asset
+    assert data == procedural.build_asset("figure", 0, 2).glb
+    g = load_gltf(data, read_external)
+    assert len(g.items("meshes")) == 2 + sum(len(limb["segments"]) for limb in procedural.asset_spec("figure", 0, 2).params["limbs"])
+    with pytest.raises(FileNotFoundError, match="no external files"):
+        read_external("x.bin")
+    for uri in ("procedural://figure/0/3", "procedural://figure/zero/2", "local://figure/0/2"):
+        with pytest.raises(AssetError) as e:
+            fetch(AssetRef(ref.uid, "procedural", uri, "cc0", "", {}), SourceConfig())
+        assert (e.value.stage, e.value.reason) == ("fetch", "fetch_failed"), uri
+
+
+def test_procedural_cli_output_is_the_same_local_source(tmp_path, no_network):
+    from pipelines import procedural
+
+    procedural.write_random(tmp_path, 5, seed=2)
+    local, _ = list_assets(_lcfg(tmp_path))
+    generated, _ = list_assets(_pcfg(seed=2, count=5))
+    assert [(r.uid, r.license, r.meta["faceCount"]) for r in local] == [(r.uid, r.license, r.meta["faceCount"]) for r in generated]
+    assert all(fetch(a, _lcfg(tmp_path))[0] == fetch(b, SourceConfig())[0] for a, b in zip(local, generated))
+
+
+def test_procedural_assets_go_through_every_stage(no_network):
+    """Two generated assets (a skinned tube, splitting parts) become complete clip rows."""
+    from jobs import config as config_lib
+    from pipelines import process, procedural
+    from pipelines.config import DatasetConfig
+
+    cfg = config_lib.load(DatasetConfig, None, [
+        "source.kind=procedural", "source.count=10", "source.uids=[proc-tube-0-00000, proc-split-0-00003]",
+        "num_frames=3", "num_surface_points=256", "num_sharp_points=32", "num_queries=16", "queries.num_candidates=512",
+        "watertight.resolution=32", "watertight.min_component_ratio=0.05", "sdf.num_volume=64", "sdf.num_near=96",
+        "render.resolution=32",
+    ])
+    refs, rejects = list_assets(cfg.source)
+    assert [r.uid for r in refs] == ["proc-split-0-00003", "proc-tube-0-00000"] and len(rejects) == 8
+    for ref in refs:
+        result = process.process_asset(ref, cfg, "digest")
+        assert result.rejects == [], result.rejects
+        (row,) = result.rows
+        assert row["uid"] == ref.uid and row["license"] == "cc0" and row["source"] == "procedural"
+        glb = procedural.build_uid(ref.uid).glb
+        assert row["source_sha256"] == hashlib.sha256(glb).hexdigest()
+        assert row["surface"].shape == (3, 256, 6) and row["queries"].shape == (3, 16, 6) and len(row["video"]) == 3
+        assert row["stats"]["motion_max"] > 0.05 and all(row["stats"]["watertight"])
+        assert np.ptp(row["queries"][:, :, :3], axis=0).max() > 0.05  # the aligned queries move with the shape
