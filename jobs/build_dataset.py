@@ -8,7 +8,6 @@ source, unwritable output, a different config in the output folder), 2 on a bad 
 from __future__ import annotations
 
 import logging
-import sys
 
 from jobs import config as config_lib
 from jobs import tracking
@@ -75,11 +74,4 @@ def main(cfg: DatasetConfig) -> dataset_job.Summary:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_lib.cli(DatasetConfig, sys.argv[1:], __doc__.splitlines()[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, PermissionError, ValueError) as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config_lib.run_job(main, DatasetConfig, __doc__)

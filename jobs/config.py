@@ -194,3 +194,19 @@ def cli(cls: type[T], argv: list[str] | None, description: str) -> T:
     except ConfigError as e:
         parser.error(str(e))
         raise  # unreachable: parser.error exits
+
+
+def run_job(main, cls: type[T], doc: str, argv: list[str] | None = None) -> None:
+    """A job's `__main__`: logging, `cli`, then `main(cfg)`; exit 1 with the message when the job
+    cannot run (missing input, unwritable output, a bad value), 2 on a bad config key."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = cli(cls, sys.argv[1:] if argv is None else argv, doc.strip().splitlines()[0])
+    try:
+        main(cfg)
+    except (FileNotFoundError, PermissionError, ValueError) as e:
+        logging.getLogger("shapegen4d").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -9,7 +9,6 @@ second run resumes or skips what is done.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,11 +62,4 @@ def main(cfg: DemoConfig) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_lib.cli(DemoConfig, sys.argv[1:], __doc__.splitlines()[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, PermissionError, ValueError) as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config_lib.run_job(main, DemoConfig, __doc__)

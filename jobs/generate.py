@@ -10,7 +10,6 @@ sequence.glb (one animated glTF that plays the sequence). Exit status: 0 done, 1
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,11 +114,4 @@ def main(cfg: GenerateJobConfig) -> Path:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_lib.cli(GenerateJobConfig, sys.argv[1:], __doc__.splitlines()[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config_lib.run_job(main, GenerateJobConfig, __doc__)

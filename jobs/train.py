@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -209,11 +208,4 @@ def main(cfg: TrainConfig) -> Result:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_lib.cli(TrainConfig, sys.argv[1:], __doc__.splitlines()[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, PermissionError, ValueError) as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config_lib.run_job(main, TrainConfig, __doc__)

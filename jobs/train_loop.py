@@ -87,8 +87,8 @@ def _encode(batch: dict, comps: components.Components, cfg: TrainConfig, g: torc
         surface = surface[:, :, idx]
     flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
     with torch.no_grad():
-        # Posterior means: deterministic targets, the same an offline latent cache would hold.
-        _, x0, _ = comps.base.vae.encode(flat(surface), flat(batch["queries"]), flat(batch.get("sharp_surface")),
+        # Posterior means (scaled): deterministic targets, the same an offline latent cache would hold.
+        x0, _, _ = comps.base.vae.encode(flat(surface), flat(batch["queries"]), flat(batch.get("sharp_surface")),
                                          flat(batch.get("sharp_queries")), sample=False)
         cond = comps.conditioner(batch["frames"].flatten(0, 1).cpu()).to(surface.device)
     return x0.view(b, T, *x0.shape[1:]).to(dtype), cond.view(b, T, *cond.shape[1:]).to(dtype)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch.nn as nn
@@ -35,4 +36,5 @@ def build_base(name: str = "step1x3d", size: str = "full") -> Base:
     if (name, size) not in SIZES:
         raise ValueError(f"unknown base {name!r} size {size!r}; known: {sorted(SIZES)}")
     vae_cfg, dit_cfg = SIZES[(name, size)]
-    return Base(VecSetVAE(vae_cfg), FluxDenoiser(dit_cfg))
+    # Copies: a module may change its own config (e.g. a loaded latent scale), never the table's.
+    return Base(VecSetVAE(dataclasses.replace(vae_cfg)), FluxDenoiser(dataclasses.replace(dit_cfg)))

@@ -8,6 +8,8 @@ them, because a silently half-loaded frozen base trains S-T layers against noise
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch.nn as nn
@@ -15,6 +17,8 @@ import torch.nn as nn
 from model.base import Base
 
 FILES = {"vae": "vae/diffusion_pytorch_model.safetensors", "dit": "transformer/diffusion_pytorch_model.safetensors"}
+# Our own bases also fix the latent scale (the release's is 1.0, in its code); weights cannot hold it.
+LATENT_SCALE = "vae/shapegen4d_latent_scale.json"
 
 
 class CheckpointError(ValueError):
@@ -47,6 +51,9 @@ def load_base(base: Base, folder: str | Path) -> Base:
         if not path.is_file():
             raise FileNotFoundError(f"base checkpoint: {path} not found (expected the release layout {FILES})")
         load_strict(getattr(base, name), load_file(str(path)), f"{path}")
+    if (folder / LATENT_SCALE).is_file():
+        scale = float(json.loads((folder / LATENT_SCALE).read_text())["z_scale_factor"])
+        base.vae.cfg = dataclasses.replace(base.vae.cfg, z_scale_factor=scale)
     return base
 
 
@@ -57,5 +64,7 @@ def save_base(base: Base, folder: str | Path) -> None:
     folder = Path(folder)
     for name, rel in FILES.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in getattr(base, name).state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in getattr(base, name).state_dict().items()}
         save_file(state, str(folder / rel))
+    if base.vae.cfg.z_scale_factor != 1.0:
+        (folder / LATENT_SCALE).write_text(json.dumps({"z_scale_factor": base.vae.cfg.z_scale_factor}))

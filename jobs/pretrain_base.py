@@ -1,0 +1,251 @@
+"""Pretrain a small 3D base from scratch: `python -m jobs.pretrain_base --config FILE [key=value ...]`.
+
+The real Step1X-3D weights cannot be downloaded everywhere, so the small-scale reproduction
+trains its own frozen prior, as the paper's base was trained: (1) the VecSet VAE on single
+frames of the shards (SDF regression on the uniform + near-surface samples, KL), then (2) the
+base DiT on single frames (flow matching on the VAE's latents, DINOv2 condition of the frame's
+rendered view). The result is written in the release layout that `build_base` + the loader
+read (`base.checkpoint=<output.path>` in the training job), logged to MLflow and registered as a
+base model. Each phase checkpoints every `checkpoint_every` steps and a re-run resumes it;
+a finished phase is skipped. Exit status: 0 done, 1 could not run, 2 bad config key.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs import components, ingest, tracking
+from jobs import config as config_lib
+from model import build_base, flow
+from model.checkpoint import load_base, save_base
+from model.fit import base_as_clip_model, vae_loss
+from pipelines.dataset_job import hms
+
+log = logging.getLogger("shapegen4d.pretrain_base")
+
+
+@dataclass
+class PhaseConfig:
+    steps: int = 2000
+    batch_frames: int = 16  # single frames per step
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    checkpoint_every: int = 200
+
+
+@dataclass
+class PretrainConfig:
+    data_path: str = "out/dataset"
+    split: str = "train"
+    base_name: str = "step1x3d"
+    size: str = "tiny"
+    condition_model: str = components.TINY_DINO
+    image_size: int = 56
+    num_surface_points: int = 2048  # per frame, seeded subset
+    num_sdf_points: int = 4096  # per frame, half uniform volume / half near-surface
+    kl_weight: float = 1e-3
+    vae: PhaseConfig = field(default_factory=PhaseConfig)
+    dit: PhaseConfig = field(default_factory=PhaseConfig)
+    flow: flow.FlowConfig = field(default_factory=flow.FlowConfig)
+    output_path: str = "out/base-tiny"
+    seed: int = 0
+    device: str = ""  # "" = cuda when available
+    log_every: int = 50
+    tracking_uri: str = ""
+    experiment: str = "shapegen4d-bases"
+    registered_model: str = "shapegen4d-base"  # "" = log without registering
+
+
+@dataclass
+class Frames:
+    """Every frame of the split as one array per column: F frames."""
+
+    surface: np.ndarray  # [F,N,6]
+    queries: np.ndarray  # [F,Q(+Qs),6]
+    sdf: np.ndarray  # [F,Nv+Nn,4] xyz + signed distance, negative inside
+    images: np.ndarray  # [F,H,W,4] uint8
+
+    @property
+    def count(self) -> int:
+        return len(self.surface)
+
+
+def load_frames(info: ingest.DatasetInfo, split: str) -> Frames:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = ingest.shards.Output(info.uri)
+    parts: dict[str, list] = {"surface": [], "queries": [], "sdf": [], "images": []}
+    for shard in info.manifest["shards"]:
+        with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard['path']}") as f:
+            t = pq.read_table(f)
+        t = t.filter(pc.equal(t["split"], split))
+        if not t.num_rows:
+            continue
+        arr = lambda c: t[c].combine_chunks().to_numpy_ndarray().astype(np.float32)  # noqa: E731
+        queries = arr("queries")
+        if "sharp_queries" in t.column_names:
+            queries = np.concatenate([queries, arr("sharp_queries")], axis=2)
+        parts["surface"].append(arr("surface").reshape(-1, *arr("surface").shape[2:]))
+        parts["queries"].append(queries.reshape(-1, *queries.shape[2:]))
+        sdf = np.concatenate([arr("sdf_volume"), arr("sdf_near")], axis=2)
+        parts["sdf"].append(sdf.reshape(-1, *sdf.shape[2:]))
+        parts["images"].append(np.stack([ingest.decode_png(b) for clip in t["video"].to_pylist() for b in clip]))
+    if not parts["surface"]:
+        raise ValueError(f"{info.uri} has no {split!r} rows")
+    return Frames(*(np.concatenate(parts[k]) for k in ("surface", "queries", "sdf", "images")))
+
+
+def _subset(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random rows of every item (axis 1), different per item."""
+    if n >= x.shape[1]:
+        return x
+    idx = np.argsort(rng.random((x.shape[0], x.shape[1])), axis=1)[:, :n]
+    return np.take_along_axis(x, idx[..., None], axis=1)
+
+
+class Phase:
+    """One optimisation phase with warm-up, progress lines, and resumable checkpoints."""
+
+    def __init__(self, name: str, module: torch.nn.Module, cfg: PhaseConfig, folder: Path):
+        self.name, self.module, self.cfg, self.folder = name, module, cfg, folder
+        self.opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr)
+        warm = max(cfg.warmup_steps, 1)
+        # warm-up, then cosine to 10%: a short from-scratch run needs the decay to settle.
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * (
+            0.55 + 0.45 * math.cos(math.pi * min(s / max(cfg.steps, 1), 1.0))))
+        self.step = 0
+        state = folder / f"{name}_state.pt"
+        if state.is_file():
+            saved = torch.load(state, weights_only=True)  # our own file; tensors and numbers only
+            module.load_state_dict(saved["module"])
+            self.opt.load_state_dict(saved["opt"])
+            self.sched.load_state_dict(saved["sched"])
+            self.step = int(saved["step"])
+            log.info("%s: resumed at step %d", name, self.step)
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{self.name}_state.pt.tmp"
+        torch.save({"module": self.module.state_dict(), "opt": self.opt.state_dict(),
+                    "sched": self.sched.state_dict(), "step": self.step}, tmp)
+        tmp.replace(self.folder / f"{self.name}_state.pt")
+
+    def run(self, loss_fn, log_every: int, metrics_sink) -> dict:
+        """{"first": metrics of this run's first step, "last": of its last} ({} if nothing to do)."""
+        t0, start, first, last = time.time(), self.step, {}, {}
+        self.module.train()
+        while self.step < self.cfg.steps:
+            loss, parts = loss_fn(self.step)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            last = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+            first = first or last
+            if self.step % log_every == 0 or self.step == self.cfg.steps:
+                eta = (time.time() - t0) / (self.step - start) * (self.cfg.steps - self.step)
+                log.info("%s step %d/%d %s | ETA %s", self.name, self.step, self.cfg.steps,
+                         " ".join(f"{k} {v:.4g}" for k, v in last.items()), hms(eta))
+                metrics_sink({f"{self.name}.{k}": v for k, v in last.items()}, self.step)
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save()
+        self.module.eval()
+        return {"first": first, "last": last} if last else {}
+
+
+def register(name: str, run_info, digest: str) -> str:
+    """A model version whose files are the release-layout folder (not a pyfunc: bases are inputs
+    to training, loaded with build_base + load_base after `mlflow.artifacts.download_artifacts`)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="ShapeGen4D frozen 3D bases in the Step1X-3D release layout")
+    mv = client.create_model_version(name, source=f"{run_info.artifact_uri}/base", run_id=run_info.run_id,
+                                     tags={"dataset.digest": digest})
+    return f"models:/{name}/{mv.version}"
+
+
+def main(cfg: PretrainConfig) -> dict:
+    import mlflow
+
+    t0 = time.time()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = ingest.open_dataset(cfg.data_path)
+    frames = load_frames(info, cfg.split)
+    out = Path(cfg.output_path)
+    work = out.with_name(out.name + ".pretrain-state")  # optimizer states, beside the release folder
+    log.info("%d frames of %s (%s split) -> %s on %s", frames.count, info.uri, cfg.split, out, device)
+    spec = components.Spec(base_name=cfg.base_name, size=cfg.size, base_seed=cfg.seed,
+                           condition_model=cfg.condition_model, image_size=cfg.image_size)
+    base = components.random_base(spec)
+    vae, dit = base.vae.to(device), base.dit.to(device)
+    conditioner = components.conditioner_for(spec, dit.cfg.cross_attention_dim).to(device)
+    rng = np.random.default_rng(cfg.seed)
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+
+    uri = tracking.tracking_uri(cfg.tracking_uri)
+    exp_id = tracking.experiment(cfg.experiment, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"pretrain-{cfg.size}") as run:
+        tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
+        mlflow.set_tags({"shapegen4d.kind": "base", "dataset.digest": info.digest, "dataset.path": info.uri})
+        sink = lambda m, step: mlflow.log_metrics(m, step=step)  # noqa: E731
+
+        def vae_step(step: int):
+            i = rng.integers(0, frames.count, cfg.vae.batch_frames)
+            return vae_loss(vae, to(_subset(frames.surface[i], cfg.num_surface_points, rng)), to(frames.queries[i]),
+                            *(lambda s: (to(s[..., :3]), to(s[..., 3])))(_subset(frames.sdf[i], cfg.num_sdf_points, rng)),
+                            kl_weight=cfg.kl_weight)
+
+        vae_metrics = Phase("vae", vae, cfg.vae, work).run(vae_step, cfg.log_every, sink)
+        vae.requires_grad_(False)
+
+        # Latents of every frame once (posterior means), scaled to unit std like a release's
+        # z_scale_factor, and the condition tokens of every frame's image.
+        with torch.no_grad():
+            means = torch.cat([vae.encode(to(_subset(frames.surface[i:i + 64], cfg.num_surface_points, rng)),
+                                          to(frames.queries[i:i + 64]), sample=False)[1]
+                               for i in range(0, frames.count, 64)])
+            scale = float(1.0 / means.std().clamp_min(1e-6))
+            vae.cfg = type(vae.cfg)(**{**asdict(vae.cfg), "z_scale_factor": scale})
+            x0 = means * scale
+            cond = torch.cat([conditioner(torch.from_numpy(frames.images[i:i + 64])) for i in range(0, frames.count, 64)])
+        model = base_as_clip_model(dit)
+
+        def dit_step(step: int):
+            i = torch.from_numpy(rng.integers(0, frames.count, cfg.dit.batch_frames)).to(device)
+            return flow.loss(model, x0[i][:, None], cond[i][:, None], cfg.flow, generator=g), {}
+
+        dit_metrics = Phase("dit", dit, cfg.dit, work).run(dit_step, cfg.log_every, sink)
+        save_base(base, out)
+        check = load_base(build_base(cfg.base_name, cfg.size), out)  # what consumers will load
+        assert check.vae.cfg.z_scale_factor == scale
+        for sub in ("vae", "transformer"):
+            mlflow.log_artifacts(str(out / sub), artifact_path=f"base/{sub}")
+        result = {"output": str(out.resolve()), "run_id": run.info.run_id, "frames": frames.count,
+                  "z_scale_factor": scale, "vae": vae_metrics, "dit": dit_metrics, "wall_s": time.time() - t0,
+                  "sha256": components.base_reference(components.Spec(base_checkpoint=str(out)))["sha256"]}
+        mlflow.log_metrics({"wall_s": result["wall_s"], "z_scale_factor": scale})
+        mlflow.log_dict(result, "result.json")
+        if cfg.registered_model:
+            result["registered"] = register(cfg.registered_model, run.info, info.digest)
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    config_lib.run_job(main, PretrainConfig, __doc__)
