@@ -94,6 +94,16 @@ def _encode(batch: dict, comps: components.Components, cfg: TrainConfig, g: torc
     return x0.view(b, T, *x0.shape[1:]).to(dtype), cond.view(b, T, *cond.shape[1:]).to(dtype)
 
 
+def _fault_injection() -> tuple[int | None, Path]:
+    """(step, marker) from $SHAPEGEN4D_FAIL_ONCE_AT_STEP="<step>:<marker file>": the last rank dies
+    at that step unless the marker exists (it writes it first), so the fault happens once."""
+    value = os.environ.get(FAIL_ENV, "")
+    if not value:
+        return None, Path()
+    step, marker = value.split(":", 1)
+    return int(step), Path(marker)
+
+
 def _memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -159,7 +169,7 @@ def train_func(loop_cfg: dict) -> None:
     metrics_sink = _MlflowMetrics(loop_cfg["tracking_uri"], loop_cfg["run_id"], rank == 0)
     accum = accumulation_steps(cfg)
     shard = ray.train.get_dataset_shard("train")
-    fail_step, fail_marker = (os.environ.get(FAIL_ENV, "").split(":", 1) + [""])[:2] if os.environ.get(FAIL_ENV) else ("", "")
+    fail_step, fail_marker = _fault_injection()
 
     t_start, step_start, t_step = time.time(), step, time.time()
     window_loss, micro = torch.zeros(2, dtype=torch.float64), 0
@@ -181,8 +191,8 @@ def train_func(loop_cfg: dict) -> None:
                 continue
             micro = 0
             step += 1
-            if fail_step and step == int(fail_step) and rank == world - 1 and not Path(fail_marker).exists():
-                Path(fail_marker).write_text("failed once\n")
+            if step == fail_step and rank == world - 1 and not fail_marker.exists():
+                fail_marker.write_text("failed once\n")
                 os._exit(17)  # a hard worker death, as a preempted node would give
             is_log = step % cfg.train.log_every == 0 or step == cfg.train.steps
             is_ckpt = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
