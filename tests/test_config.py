@@ -61,12 +61,13 @@ def test_digest_is_stable_and_sensitive():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
+    from jobs.evaluate import EvaluateConfig
     from jobs.train_config import TrainConfig
     from pipelines.config import DatasetConfig
 
     # Each shipped config names its job in its first line: "# job: <module>".
     job = path.read_text().splitlines()[0].removeprefix("# job:").strip()
-    cls = {"build_dataset": DatasetConfig, "train": TrainConfig}[job]
+    cls = {"build_dataset": DatasetConfig, "train": TrainConfig, "evaluate": EvaluateConfig}[job]
     cfg = config_lib.load(cls, path)
     assert config_lib.from_dict(cls, config_lib.to_dict(cfg)) == cfg
 

@@ -1,0 +1,774 @@
+"""Evaluate a registered model on a dataset split: `python -m jobs.evaluate --config jobs/configs/evaluate.yaml [key=value ...]`.
+
+    python -m jobs.evaluate --config jobs/configs/evaluate.yaml model=models:/shapegen4d@candidate \
+        data.path=out/demo-dataset split=test [limit=50] [promote=true]
+
+Protocol (what one evaluation is):
+1. Clips: every row of `split` of the dataset at `data.path`, in shard order (the first `limit`
+   when limit > 0). The conditioning video of each row (its PNG frames) is the model's input.
+2. Prediction: the pyfunc model, loaded from the registry by its resolved VERSION (an alias is
+   read once, so a moving alias cannot change the model mid-run):
+   `predict(frames, params={"seed", "steps", "mesh_resolution"})` (0 = the model's default).
+3. Ground truth: rebuilt from the clip's source asset, not read from the shards (the shards hold
+   samples, not meshes): the asset is listed and fetched with the dataset's own source config
+   (the manifest's `config.source`, `data.source_path` overriding where the files now are), its
+   bytes must have the row's `source_sha256`; the animation `animation_index` is baked at the
+   clip's frame times (the float64 times the dataset job planned, recovered from the asset and
+   checked against the row's float32 `frame_times`; else the row's), normalised by the row's
+   stored `normalization` (center, scale; never recomputed), then made watertight per frame by
+   the dataset's watertight stage with the dataset's `config.watertight`. Same pure pipelines/
+   functions as the build (`GroundTruth` below), so the rebuilt meshes are the ones the shards'
+   `surface` points were sampled from.
+4. Metrics: `pipelines.metrics.evaluate_clip(pred, gt, metrics)` per clip (both in the clip's
+   normalised [-1,1]^3 frame); the evaluation's summary is the mean over evaluated clips of each
+   clip summary metric (raw and `_aligned`, jitter, alignment spread); NaN clip values are left
+   out of a mean, an infinite one (an empty predicted frame gives CD inf) makes it inf.
+5. Protocol digest: sha256 of (dataset digest, split, the requested sample_ids, the metric config
+   without `workers`, seed/steps/mesh_resolution). Two evaluations are comparable only when their
+   protocol digests are equal and both evaluated every clip.
+
+A clip whose ground truth cannot be rebuilt (source asset missing or changed, a stage error) or
+whose prediction fails is an error row (status "error", stage, reason, detail); the others go on.
+The job exits 1 only when no clip could be evaluated.
+
+Outputs: <output.path>/metrics.json (protocol, summary, one entry per clip with per-frame values;
+non-finite numbers are null) and metrics.csv (one row per clip). MLflow: an evaluation run in
+experiment `mlflow.experiment` (params: model URI and version, dataset digest, split, metric
+config, generation params; the summary as metrics (finite ones) and as the JSON tag
+`eval.summary`; the files as artifacts; tags `model.*`, `dataset.digest`, `eval.protocol`; the
+dataset as an input of context "evaluation"), and on the evaluated MODEL VERSION the tags
+`eval.<split>.<metric>` (every summary metric), `eval.<split>.run_id`, `.dataset_digest`,
+`.protocol`, `.clips`, `.clips_failed`: the latest evaluation per split.
+
+Promotion (`promote=true`, registered models only): alias `champion_alias` moves to the evaluated
+version only when its `promote_metric` beats the current champion's by more than
+`promote_min_delta` (`promote_mode` lower|higher is better; ties never promote, NaN never
+compares) under the SAME protocol. The champion's value comes from its `eval.<split>.*` tags when
+their protocol matches, else from an earlier evaluation run of that protocol; if it has none, the
+champion is evaluated here too on the same clips (`evaluate_champion`, default true; false =
+refuse before any work). No current champion: the evaluated version becomes champion. Promotion
+needs a complete evaluation (no error row) of both versions. The decision is a log line and tags
+`promotion.decision` (promoted | kept | refused), `promotion.reason` (both values), `promotion.alias`,
+`promotion.run_id` on the evaluated version (and on its evaluation run).
+
+Exit status: 0 done (the promotion decided, promoted or kept), 1 could not run (no manifest, no
+rows in the split, model URI not found, nothing evaluated, a promotion that could not be decided),
+2 bad config key.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from jobs import config as config_lib
+from jobs import tracking
+from pipelines.metrics import MetricConfig
+
+log = logging.getLogger("shapegen4d.evaluate")
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class EvalDataConfig:
+    path: str = "out/dataset"  # a build_dataset output (folder or URI holding manifest.json)
+    # Where the source assets are now ("" = the manifest's config.source.path, where they were).
+    source_path: str = ""
+
+
+@dataclass
+class EvalOutputConfig:
+    path: str = "out/evaluation"  # metrics.json + metrics.csv (folder or pyarrow URI)
+
+
+@dataclass
+class EvalMlflowConfig:
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else the embedded SQLite store
+    experiment: str = "shapegen4d-evaluations"
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = "models:/shapegen4d@candidate"  # models:/name@alias, models:/name/<version>, or any MLflow model URI
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    split: str = "test"
+    limit: int = 0  # first N clips of the split (0 = all)
+    seed: int = 0  # generation seed (same for every clip and every model)
+    steps: int = 0  # 0 = the model's default
+    mesh_resolution: int = 0  # 0 = the model's default
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    output: EvalOutputConfig = field(default_factory=EvalOutputConfig)
+    mlflow: EvalMlflowConfig = field(default_factory=EvalMlflowConfig)
+    promote: bool = False
+    champion_alias: str = "champion"
+    promote_metric: str = "chamfer_aligned"
+    promote_mode: Literal["lower", "higher"] = "lower"  # which direction is better for promote_metric
+    promote_min_delta: float = 0.0  # the candidate must be better by more than this
+    evaluate_champion: bool = True  # champion without an evaluation of this protocol: evaluate it too (false = refuse)
+
+
+class EvaluationError(ValueError):
+    """The evaluation could not run or could not decide (exit status 1)."""
+
+
+# ------------------------------------------------------------------------------------ clips
+
+
+@dataclass
+class Clip:
+    """One row of the split: identity, where its ground truth comes from, where its video is."""
+
+    sample_id: str
+    uid: str
+    source: str  # the source kind the row was built from (local | objaverse | procedural)
+    source_sha256: str
+    animation_index: int
+    clip_index: int
+    frame_times: np.ndarray  # [T] float32, as stored
+    center: np.ndarray  # [3] float64
+    scale: float
+    shard: str  # shard path relative to the dataset root
+
+
+_CLIP_COLUMNS = ["sample_id", "uid", "source", "source_sha256", "animation_index", "clip_index", "split",
+                 "frame_times", "normalization"]
+
+
+def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
+    """The rows of `split` in shard order (the first `limit` when > 0), without their arrays."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipelines import shards
+
+    out = shards.Output(info.uri)
+    clips: list[Clip] = []
+    for shard in info.manifest["shards"]:
+        if "splits" in shard and not shard["splits"].get(split):
+            continue
+        with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard['path']}") as f:
+            t = pq.read_table(f, columns=_CLIP_COLUMNS)
+        t = t.filter(pc.equal(t["split"], split))
+        for r in t.to_pylist():
+            clips.append(Clip(r["sample_id"], r["uid"], r["source"], r["source_sha256"], int(r["animation_index"]),
+                              int(r["clip_index"]), np.asarray(r["frame_times"], np.float32),
+                              np.asarray(r["normalization"]["center"], np.float64), float(r["normalization"]["scale"]),
+                              shard["path"]))
+            if limit and len(clips) >= limit:
+                return clips
+    return clips
+
+
+def read_videos(info, shard: str, sample_ids: set[str]) -> dict[str, np.ndarray]:
+    """sample_id -> uint8 frames [T,H,W,4] of the given rows of one shard (decoded PNGs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs import ingest
+    from pipelines import shards
+
+    out = shards.Output(info.uri)
+    with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard}") as f:
+        t = pq.read_table(f, columns=["sample_id", "video"])
+    t = t.filter(pc.is_in(t["sample_id"], value_set=pa.array(sorted(sample_ids), pa.string())))
+    return {sid: np.stack([ingest.decode_png(b) for b in video])
+            for sid, video in zip(t["sample_id"].to_pylist(), t["video"].to_pylist())}
+
+
+# ------------------------------------------------------------------------------ ground truth
+
+
+def dataset_config(manifest: dict, source_path: str = ""):
+    """The DatasetConfig the dataset was built with (the manifest's content config)."""
+    from pipelines.config import DatasetConfig
+
+    try:
+        cfg = config_lib.from_dict(DatasetConfig, manifest["config"])
+    except config_lib.ConfigError as e:
+        raise EvaluationError(f"the dataset's manifest config does not load with this code: {e}") from None
+    if source_path:
+        cfg.source.path = source_path
+    return cfg
+
+
+class GroundTruth:
+    """Rebuilds the watertight ground-truth meshes of a clip from its source asset (module doc, 3).
+
+    Composes the dataset job's own pure stage functions (sources -> gltf_io -> bake -> normalize.apply
+    with the row's stored transform -> watertight) with the dataset's config. Raises AssetError
+    (stage, reason, detail) when the asset is unavailable, changed, or a stage rejects it."""
+
+    def __init__(self, manifest: dict, source_path: str = ""):
+        self.cfg = dataset_config(manifest, source_path)
+        self._refs: dict | None = None
+        self._listing: dict = {}
+
+    def prepare(self, uids: list[str]) -> None:
+        """List the assets of these uids once (a metadata pass, as the build's curate stage)."""
+        from pipelines import sources
+
+        wanted = sorted(set(uids) - set(self._refs or {}))
+        self._refs = self._refs or {}
+        if not wanted:
+            return
+        try:
+            refs, rejects = sources.list_assets(dataclasses.replace(self.cfg.source, uids=wanted, limit=0))
+        except (OSError, ValueError) as e:  # the whole source is gone or unreadable
+            for u in wanted:
+                self._listing[u] = ("source_unavailable", f"{self.cfg.source.kind} source {self.cfg.source.path!r}: {e}")
+            return
+        self._refs.update({r.uid: r for r in refs if r.uid in wanted})
+        reasons = {r.uid: (r.reason, r.detail) for r in rejects}
+        for u in wanted:
+            if u not in self._refs:
+                self._listing[u] = reasons.get(u, ("source_unavailable", "not listed by the source"))
+
+    def ref(self, uid: str):
+        """The AssetRef of a uid (listed on first use); AssetError when the source has no such asset."""
+        from pipelines.errors import AssetError
+
+        if uid not in (self._refs or {}) and uid not in self._listing:
+            self.prepare([uid])
+        if uid in self._refs:
+            return self._refs[uid]
+        reason, detail = self._listing[uid]
+        raise AssetError("fetch", "source_unavailable", f"asset {uid}: {reason}: {detail}")
+
+    def frames(self, clip: Clip) -> list[tuple[np.ndarray, np.ndarray]]:
+        """T watertight meshes (vertices float64 [V,3], faces int64 [F,3]) in the clip's normalised frame."""
+        from pipelines import bake, gltf_io, normalize, sources, watertight
+        from pipelines.errors import AssetError
+
+        if clip.source != self.cfg.source.kind:
+            raise AssetError("fetch", "source_unavailable",
+                             f"row was built from a {clip.source} source, the dataset config names {self.cfg.source.kind}")
+        ref = self.ref(clip.uid)
+        data, read_external = sources.fetch(ref, self.cfg.source)
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != clip.source_sha256:
+            raise AssetError("fetch", "source_changed", f"{ref.uri} has sha256 {sha}, the dataset was built from {clip.source_sha256}")
+        gltf = gltf_io.load_gltf(data, read_external)
+        times = self.times(gltf, clip)
+        baked = bake.bake(gltf, clip.animation_index, times, self.cfg.bake)
+        verts = normalize.apply(baked.vertices, clip.center, clip.scale)
+        out = []
+        for t in range(len(times)):
+            v, f, _ = watertight.make_watertight(verts[t], baked.faces, self.cfg.watertight)
+            out.append((v, f))
+        return out
+
+    def times(self, gltf, clip: Clip) -> np.ndarray:
+        """The float64 frame times the build planned for this clip when they round to the stored
+        float32 ones (bit-exact rebuild); otherwise the stored times."""
+        from pipelines import bake, process
+        from pipelines.errors import AssetError
+
+        stored = clip.frame_times.astype(np.float64)
+        try:
+            plans = process.plan_clips(bake.list_animations(gltf), self.cfg.num_frames, self.cfg.clips)
+        except AssetError:
+            return stored
+        for p in plans:
+            if (p.animation_index, p.clip_index) == (clip.animation_index, clip.clip_index) and \
+                    p.times.shape == clip.frame_times.shape and np.array_equal(p.times.astype(np.float32), clip.frame_times):
+                return p.times
+        return stored
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@dataclass
+class ModelRef:
+    uri: str  # as given
+    load_uri: str  # pinned: models:/name/version for registered models
+    name: str = ""  # registered model name ("" = not a registered model)
+    version: str = ""
+    run_id: str = ""  # the run that logged it
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.name else self.uri
+
+
+def resolve_model(uri: str, client) -> ModelRef:
+    """models:/name@alias | models:/name/<version> | models:/name/latest -> the version; other URIs as given."""
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return ModelRef(uri, uri)
+    rest = uri[len("models:/"):].strip("/")
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, ver = rest.rsplit("/", 1)
+            if ver == "latest":
+                versions = client.search_model_versions(f"name = '{name}'")
+                if not versions:
+                    raise EvaluationError(f"model {uri} not found: registered model {name!r} has no versions")
+                mv = max(versions, key=lambda v: int(v.version))
+            elif ver.isdigit():
+                mv = client.get_model_version(name, ver)
+            else:
+                raise EvaluationError(f"model {uri}: {ver!r} is neither a version number nor 'latest' "
+                                      "(use models:/name@alias for aliases)")
+        else:
+            if rest.startswith("m-"):  # an MLflow 3 logged-model id: not a registry entry
+                return ModelRef(uri, uri)
+            raise EvaluationError(f"model {uri}: give models:/<name>@<alias> or models:/<name>/<version>")
+    except MlflowException as e:
+        raise EvaluationError(f"model {uri} not found in the registry at {client.tracking_uri}: {e.message}") from None
+    return ModelRef(uri, f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), mv.run_id or "")
+
+
+def current_champion(client, name: str, alias: str) -> ModelRef | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return ModelRef(f"models:/{name}@{alias}", f"models:/{name}/{mv.version}", name, str(mv.version), mv.run_id or "")
+
+
+def load_model(ref: ModelRef):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(ref.load_uri)
+    except (MlflowException, OSError) as e:
+        raise EvaluationError(f"model {ref.uri} ({ref.load_uri}) could not be loaded: {e}") from None
+
+
+# -------------------------------------------------------------------------------- summaries
+
+
+def mean_over_clips(summaries: list[dict]) -> dict[str, float]:
+    """Mean over clips of each summary metric; NaN values left out (NaN when all are), inf kept."""
+    keys = sorted({k for s in summaries for k in s})
+    out = {}
+    for k in keys:
+        vals = [float(s[k]) for s in summaries if k in s and not math.isnan(float(s[k]))]
+        out[k] = float(np.mean(vals)) if vals else math.nan
+    return out
+
+
+def summary_keys(mcfg: MetricConfig, num_frames: int) -> list[str]:
+    """The summary metric names evaluate_clip gives for this config and clip length (asked of the
+    metrics code on a tiny pair of boxes, so the list can never drift from it)."""
+    from pipelines import metrics, procedural
+
+    v, f = procedural.box_grid((1.0, 0.6, 0.4), (2, 2, 2))
+    tiny = dataclasses.replace(mcfg, num_points=64, num_uniform=64, num_near=64, align_points=64,
+                               align_iterations=2, temporal_points=64, workers=1)
+    frames = [(v + 0.01 * t, f) for t in range(max(num_frames, 1))]
+    return sorted(metrics.evaluate_clip(frames, frames, tiny)["summary"])
+
+
+def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tuple[dict, str]:
+    m = config_lib.to_dict(cfg.metrics)
+    m.pop("workers", None)  # threads do not change a result
+    proto = {"dataset_digest": dataset_digest, "split": cfg.split, "sample_ids": [c.sample_id for c in clips],
+             "metrics": m, "generation": {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}}
+    return proto, config_lib.digest(proto)[:32]
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, np.generic):
+        return _finite_or_none(x.item())
+    return x
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+# -------------------------------------------------------------------------------- promotion
+
+
+def decide(candidate: float, champion: float | None, mode: str = "lower", min_delta: float = 0.0,
+           metric: str = "metric") -> tuple[bool, str]:
+    """Whether the candidate takes the alias, and why. Pure: no registry access.
+
+    No champion -> promoted. Otherwise promoted only when strictly better by more than min_delta
+    in `mode` ("lower" or "higher" is better); a tie, a NaN on either side, or a loss keeps the
+    champion. inf is an ordinary (worst for lower, best for higher) value."""
+    if mode not in ("lower", "higher"):
+        raise ValueError(f"promote_mode must be 'lower' or 'higher', got {mode!r}")
+    candidate = float(candidate)
+    if champion is None:
+        return True, f"no current champion: first evaluated version ({metric} {_fmt(candidate)})"
+    champion = float(champion)
+    if math.isnan(candidate) or math.isnan(champion):
+        return False, f"{metric} not comparable: candidate {_fmt(candidate)}, champion {_fmt(champion)}"
+    gain = champion - candidate if mode == "lower" else candidate - champion
+    won = gain > min_delta and not (math.isinf(candidate) and math.isinf(champion))
+    verdict = "beats" if won else "does not beat"
+    margin = f" by more than {min_delta:g}" if min_delta else ""
+    return won, (f"candidate {metric} {_fmt(candidate)} {verdict} champion {_fmt(champion)}{margin} "
+                 f"({mode} is better)")
+
+
+def _champion_value(client, cfg: EvaluateConfig, champ: ModelRef, proto_digest: str) -> tuple[dict | None, str]:
+    """The champion's complete evaluation summary under this protocol, and where it came from."""
+    import mlflow
+
+    mv = client.get_model_version(champ.name, champ.version)
+    pre = f"eval.{cfg.split}."
+    tags = mv.tags or {}
+    if tags.get(pre + "protocol") == proto_digest and tags.get(pre + "clips_failed") == "0":
+        summary = {k[len(pre):]: float(v) for k, v in tags.items() if k.startswith(pre)
+                   and k[len(pre):] not in _NON_METRIC_TAGS and _is_number(v)}
+        return summary, f"tags of {champ.label} (run {tags.get(pre + 'run_id', '?')})"
+    exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if exp is not None:
+        runs = mlflow.search_runs(
+            [exp.experiment_id], output_format="list", order_by=["attributes.start_time DESC"],
+            filter_string=(f"tags.`model.name` = '{champ.name}' and tags.`model.version` = '{champ.version}' and "
+                           f"tags.`eval.protocol` = '{proto_digest}' and tags.`eval.complete` = 'true'"))
+        for run in runs:
+            if "eval.summary" in run.data.tags:
+                return json.loads(run.data.tags["eval.summary"]), f"evaluation run {run.info.run_id}"
+    return None, ""
+
+
+_NON_METRIC_TAGS = ("run_id", "dataset_digest", "protocol", "clips", "clips_failed")
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    """The result of evaluating one model on the clips (what metrics.json holds)."""
+
+    model: ModelRef
+    role: str  # candidate | champion
+    clips: list[dict] = field(default_factory=list)  # one entry per clip, ok or error
+    summary: dict = field(default_factory=dict)
+    run_id: str = ""
+
+    @property
+    def evaluated(self) -> int:
+        return sum(1 for c in self.clips if c["status"] == "ok")
+
+    @property
+    def failed(self) -> int:
+        return len(self.clips) - self.evaluated
+
+    @property
+    def complete(self) -> bool:
+        return self.failed == 0 and bool(self.clips)
+
+
+def _error_row(clip: Clip, stage: str, reason: str, detail: str) -> dict:
+    return {"sample_id": clip.sample_id, "uid": clip.uid, "animation_index": clip.animation_index,
+            "clip_index": clip.clip_index, "status": "error", "error_stage": stage, "error_reason": reason,
+            "error_detail": detail}
+
+
+def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[tuple[ModelRef, str, Any]]) -> list[Evaluation]:
+    """Every clip: rebuild its ground truth once, predict with each model, score. Error rows on failure."""
+    from pipelines import metrics
+    from pipelines.dataset_job import hms
+    from pipelines.errors import AssetError
+
+    gt_builder = GroundTruth(info.manifest, cfg.data.source_path)
+    gt_builder.prepare([c.uid for c in clips])
+    evals = [Evaluation(ref, role) for ref, role, _ in models]
+    params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}
+    videos: dict[str, np.ndarray] = {}
+    shard = None
+    t_start = time.time()
+    for i, clip in enumerate(clips, start=1):
+        if clip.shard != shard:  # clips are in shard order: each shard's videos are read once
+            shard = clip.shard
+            videos = read_videos(info, shard, {c.sample_id for c in clips if c.shard == shard})
+        t0 = time.time()
+        gt = None
+        try:
+            gt = gt_builder.frames(clip)
+        except AssetError as e:
+            err = (e.stage, e.reason, e.detail)
+        except Exception:
+            err = ("ground_truth", "internal_error", traceback.format_exc())
+            log.error("ground truth of %s failed:\n%s", clip.sample_id, err[2])
+        gt_s = time.time() - t0
+        status = []
+        for ev, (ref, _, model) in zip(evals, models):
+            if gt is None:
+                ev.clips.append(_error_row(clip, *err))
+                status.append(f"{ref.label}: error {err[0]}/{err[1]}")
+                continue
+            stage = "generate"
+            try:
+                t1 = time.time()
+                frames = videos[clip.sample_id]
+                pred = [(np.asarray(m["vertices"]), np.asarray(m["faces"])) for m in model.predict(frames, params=params)]
+                gen_s = time.time() - t1
+                stage = "metrics"
+                t1 = time.time()
+                res = metrics.evaluate_clip(pred, gt, cfg.metrics)
+                met_s = time.time() - t1
+            except Exception as e:
+                detail = traceback.format_exc()
+                log.error("%s of %s with %s failed:\n%s", stage, clip.sample_id, ref.label, detail)
+                ev.clips.append(_error_row(clip, stage, "internal_error", f"{type(e).__name__}: {e}\n{detail}"))
+                status.append(f"{ref.label}: error {stage}")
+                continue
+            ev.clips.append({
+                "sample_id": clip.sample_id, "uid": clip.uid, "animation_index": clip.animation_index,
+                "clip_index": clip.clip_index, "status": "ok", "num_frames": len(gt),
+                "gt_faces_mean": float(np.mean([len(f) for _, f in gt])),
+                "pred_faces_mean": float(np.mean([len(f) for _, f in pred])),
+                "empty_pred_frames": int(sum(1 for _, f in pred if len(f) == 0)),
+                "ground_truth_s": gt_s, "generate_s": gen_s, "metrics_s": met_s,
+                "summary": res["summary"], "per_frame": res["per_frame"], "alignment": res.get("alignment"),
+                "temporal": res["temporal"],
+            })
+            s = res["summary"]
+            status.append(f"{ref.label}: " + ", ".join(f"{k} {_fmt(s[k])}" for k in
+                                                        ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned")
+                                                        if k in s) + f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)")
+        elapsed = time.time() - t_start
+        log.info("[%d/%d %3.0f%%] %s: ground truth %.1f s | %s | elapsed %s, ETA %s", i, len(clips), 100 * i / len(clips),
+                 clip.sample_id, gt_s, "; ".join(status), hms(elapsed), hms(elapsed / i * (len(clips) - i)))
+    for ev in evals:
+        ev.summary = mean_over_clips([c["summary"] for c in ev.clips if c["status"] == "ok"])
+    return evals
+
+
+def report(ev: Evaluation, cfg: EvaluateConfig, info, proto: dict, proto_digest: str) -> tuple[dict, str]:
+    """(metrics.json content, metrics.csv text)."""
+    doc = {
+        "model": dataclasses.asdict(ev.model), "role": ev.role,
+        "dataset": {"path": info.uri, "digest": info.digest, "name": info.manifest.get("name")},
+        "split": cfg.split, "protocol": proto_digest, "protocol_spec": proto,
+        "clips_total": len(ev.clips), "clips_evaluated": ev.evaluated, "clips_failed": ev.failed,
+        "summary": ev.summary, "clips": ev.clips,
+    }
+    keys = sorted({k for c in ev.clips for k in c.get("summary", {})})
+    head = ["sample_id", "uid", "animation_index", "clip_index", "status", "error_stage", "error_reason",
+            "num_frames", "gt_faces_mean", "pred_faces_mean", "empty_pred_frames", *keys,
+            "ground_truth_s", "generate_s", "metrics_s", "error_detail"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, head, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for c in ev.clips:
+        w.writerow({**{k: v for k, v in c.items() if k != "summary"}, **c.get("summary", {})})
+    return _finite_or_none(doc), buf.getvalue()
+
+
+def record(ev: Evaluation, cfg: EvaluateConfig, info, proto_digest: str, exp_id: str, doc: dict, table: str) -> str:
+    """The evaluation run, and the eval.<split>.* tags on the model version; returns the run id."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from pipelines.shards import code_version
+
+    client = mlflow.MlflowClient()
+    run_name = f"eval-{ev.model.name}-v{ev.model.version}-{cfg.split}" if ev.model.name else f"eval-{cfg.split}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        tracking.log_params({
+            "model.uri": ev.model.uri, "model.load_uri": ev.model.load_uri, "model.name": ev.model.name,
+            "model.version": ev.model.version, "dataset.digest": info.digest, "dataset.path": info.uri,
+            "split": cfg.split, "limit": cfg.limit, "seed": cfg.seed, "steps": cfg.steps,
+            "mesh_resolution": cfg.mesh_resolution, "protocol": proto_digest,
+            **{f"metrics.{k}": v for k, v in config_lib.to_dict(cfg.metrics).items()},
+        })
+        mlflow.set_tags({
+            "shapegen4d.kind": "evaluation", "eval.role": ev.role, "eval.split": cfg.split,
+            "eval.protocol": proto_digest, "eval.complete": str(ev.complete).lower(),
+            "eval.summary": json.dumps(ev.summary), "model.uri": ev.model.uri, "model.name": ev.model.name,
+            "model.version": ev.model.version, "model.run_id": ev.model.run_id, "dataset.digest": info.digest,
+            "dataset.path": info.uri, "code.git": code_version()["git"],
+        })
+        finite = {k: v for k, v in ev.summary.items() if math.isfinite(v)}
+        mlflow.log_metrics({**finite, "clips_total": len(ev.clips), "clips_evaluated": ev.evaluated,
+                            "clips_failed": ev.failed})
+        for step, c in enumerate(ev.clips):
+            per = {f"clip.{k}": v for k, v in c.get("summary", {}).items() if math.isfinite(v)}
+            if per:
+                mlflow.log_metrics(per, step=step)
+        mlflow.log_dict(doc, "metrics.json")
+        mlflow.log_text(table, "metrics.csv")
+        local = [c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource"][:1]
+        source = resolve_dataset_source(info.uri, candidate_sources=local if "://" not in info.uri else None)
+        mlflow.log_input(MetaDataset(source, name=info.manifest.get("name", "dataset"), digest=info.digest), context="evaluation")
+    if ev.model.name:
+        pre = f"eval.{cfg.split}."
+        tags = {**{pre + k: repr(float(v)) for k, v in ev.summary.items()},
+                pre + "run_id": run.info.run_id, pre + "dataset_digest": info.digest, pre + "protocol": proto_digest,
+                pre + "clips": f"{ev.evaluated}/{len(ev.clips)}", pre + "clips_failed": str(ev.failed)}
+        for k, v in tags.items():
+            client.set_model_version_tag(ev.model.name, ev.model.version, k, v)
+    return run.info.run_id
+
+
+def _write(cfg_path: str, rel: str, data: bytes) -> str:
+    from pipelines import shards
+
+    out = shards.Output(cfg_path)
+    out.check_writable()
+    out.write_bytes(rel, data)
+    return f"{out.uri.rstrip('/')}/{rel}"
+
+
+@dataclass
+class Result:
+    evaluations: list[Evaluation]
+    decision: dict  # {} without promote; else decision, reason, alias, champion_before
+    files: list[str]
+    wall_s: float
+
+    def text(self) -> str:
+        cand = self.evaluations[0]
+        lines = [f"evaluated {cand.model.label} on {cand.evaluated}/{len(cand.clips)} clips in {self.wall_s:.0f} s; "
+                 f"MLflow run {cand.run_id}"]
+        lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in cand.summary.items()))
+        for ev in self.evaluations[1:]:
+            lines.append(f"  champion {ev.model.label} evaluated too (run {ev.run_id}): " +
+                         ", ".join(f"{k} {_fmt(v)}" for k, v in ev.summary.items()))
+        for c in cand.clips:
+            if c["status"] != "ok":
+                lines.append(f"  error {c['sample_id']}: {c['error_stage']}/{c['error_reason']}: {c['error_detail'].splitlines()[0][:300]}")
+        lines += [f"  {f}" for f in self.files]
+        if self.decision:
+            lines.append(f"  promotion: {self.decision['decision']}: {self.decision['reason']}")
+        return "\n".join(lines)
+
+
+def main(cfg: EvaluateConfig) -> Result:
+    import mlflow
+
+    from jobs import ingest
+
+    t0 = time.time()
+    info = ingest.open_dataset(cfg.data.path)
+    clips = list_clips(info, cfg.split, cfg.limit)
+    if not clips:
+        raise EvaluationError(f"split {cfg.split!r} of {info.uri} has no rows (splits: {info.manifest.get('splits')})")
+    proto, proto_digest = protocol(cfg, info.digest, clips)
+    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    cand = resolve_model(cfg.model, client)
+
+    # Promotion pre-checks, before any work: what to compare against, and whether we can.
+    champ, champ_summary, champ_from = None, None, ""
+    if cfg.promote:
+        if not cand.name:
+            raise EvaluationError(f"promote=true needs a registered model version (models:/name@alias or "
+                                  f"models:/name/<version>), got {cfg.model}")
+        valid = summary_keys(cfg.metrics, info.dims["T"])
+        if cfg.promote_metric not in valid:
+            raise EvaluationError(f"promote_metric {cfg.promote_metric!r} is not a summary metric of this "
+                                  f"protocol; choose one of {valid}")
+        champ = current_champion(client, cand.name, cfg.champion_alias)
+        if champ is not None and champ.version != cand.version:
+            champ_summary, champ_from = _champion_value(client, cfg, champ, proto_digest)
+            if champ_summary is None and not cfg.evaluate_champion:
+                raise EvaluationError(
+                    f"champion {champ.label} has no complete evaluation of this protocol ({proto_digest}: dataset "
+                    f"{info.digest}, split {cfg.split}, same clips/metric config/generation params); evaluate it "
+                    f"first (python -m jobs.evaluate model={champ.load_uri} ...) or set evaluate_champion=true")
+
+    exp_id = tracking.experiment(cfg.mlflow.experiment, uri)
+    models = [(cand, "candidate", load_model(cand))]
+    if champ is not None and champ.version != cand.version and champ_summary is None:
+        log.info("champion %s has no complete evaluation of protocol %s: evaluating it too", champ.label, proto_digest)
+        models.append((champ, "champion", load_model(champ)))
+    log.info("evaluating %s on %d %s clip(s) of %s (digest %s, protocol %s); MLflow %s", " and ".join(m[0].label for m in models),
+             len(clips), cfg.split, info.uri, info.digest, proto_digest, uri)
+    evals = evaluate_models(cfg, info, clips, models)
+
+    files = []
+    for ev in evals:
+        doc, table = report(ev, cfg, info, proto, proto_digest)
+        base = cfg.output.path if ev.role == "candidate" else f"{cfg.output.path.rstrip('/')}/champion-{ev.model.name}-v{ev.model.version}"
+        files.append(_write(base, "metrics.json", json.dumps(doc, indent=2, allow_nan=False).encode()))
+        files.append(_write(base, "metrics.csv", table.encode()))
+        ev.run_id = record(ev, cfg, info, proto_digest, exp_id, doc, table)
+    ev = evals[0]
+    if ev.evaluated == 0:
+        raise EvaluationError(f"no clip of {cfg.split!r} could be evaluated ({ev.failed} error rows in {files[0]}); first: "
+                              f"{ev.clips[0]['error_stage']}/{ev.clips[0]['error_reason']}: {ev.clips[0]['error_detail'][:500]}")
+
+    decision: dict = {}
+    if cfg.promote:
+        if len(evals) > 1:
+            champ_summary, champ_from = (evals[1].summary if evals[1].complete else None), f"evaluation run {evals[1].run_id}"
+        decision = promote(client, cfg, ev, champ, champ_summary, champ_from)
+    result = Result(evals, decision, files, time.time() - t0)
+    print(result.text(), flush=True)
+    if decision.get("decision") == "refused":
+        raise EvaluationError(f"promotion refused: {decision['reason']}")
+    return result
+
+
+def promote(client, cfg: EvaluateConfig, ev: Evaluation, champ: ModelRef | None, champ_summary: dict | None,
+            champ_from: str) -> dict:
+    """Decide and record: move the alias only on a win (see `decide`)."""
+    metric, alias = cfg.promote_metric, cfg.champion_alias
+    value = ev.summary.get(metric, math.nan)
+    if champ is not None and champ.version == ev.model.version:
+        moved, reason, what = False, f"{ev.model.label} already holds alias {alias!r} ({metric} {_fmt(value)})", "kept"
+    elif not ev.complete:
+        moved, reason, what = False, (f"incomplete evaluation: {ev.failed} of {len(ev.clips)} clips failed; promotion "
+                                      "compares complete evaluations only"), "refused"
+    elif champ is not None and champ_summary is None:
+        moved, reason, what = False, f"champion {champ.label}'s evaluation of this protocol is incomplete", "refused"
+    elif champ is not None and metric not in champ_summary:
+        moved, reason, what = False, f"champion {champ.label}'s evaluation has no {metric}", "refused"
+    else:
+        moved, reason = decide(value, None if champ is None else champ_summary[metric], cfg.promote_mode,
+                               cfg.promote_min_delta, metric)
+        if champ is not None:
+            reason += f"; champion {champ.label} from {champ_from}"
+        what = "promoted" if moved else "kept"
+    if moved:
+        client.set_registered_model_alias(ev.model.name, alias, ev.model.version)
+    before = champ.version if champ else ""
+    tags = {"promotion.decision": what, "promotion.reason": reason, "promotion.alias": alias,
+            "promotion.run_id": ev.run_id, "promotion.champion_before": before}
+    for k, v in tags.items():
+        client.set_model_version_tag(ev.model.name, ev.model.version, k, v[:5000])
+    client.set_tag(ev.run_id, "promotion.decision", what)
+    client.set_tag(ev.run_id, "promotion.reason", reason[:5000])
+    (log.info if what != "refused" else log.error)("promotion of %s to %r: %s: %s", ev.model.label, alias, what, reason)
+    return {"decision": what, "reason": reason, "alias": alias, "champion_before": before}
+
+
+if __name__ == "__main__":
+    config_lib.run_job(main, EvaluateConfig, __doc__)
