@@ -92,6 +92,16 @@ def _spec(data: Path, *extra: str) -> components.Spec:
     return train.make_spec(cfg, ingest.open_dataset(str(data)))
 
 
+def _registered_step(runs: Path, name: str) -> int | None:
+    """Step of the latest checkpoint Ray Train has registered for run `name` (None: none yet)."""
+    snapshot = runs / name / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being written
+        return None
+    return latest["metrics"]["step"] if latest else None
+
+
 def _final_state(runs: Path, name: str) -> dict:
     states = [train_loop.read_state(p) for p in (runs / name).glob("checkpoint_*") if (p / train_loop.STATE).exists()]
     return max(states, key=lambda s: s["step"])
@@ -153,16 +163,17 @@ def test_killed_run_resumes_from_its_checkpoint_and_continues_its_curve(dataset,
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
-    while not any((p / train_loop.STATE).exists() for p in (runs / "resume").glob("checkpoint_*")):
+    # Kill once Ray Train has REGISTERED a checkpoint (its snapshot names it): a checkpoint folder
+    # whose report was not committed yet is, rightly, not what a re-run resumes from.
+    while _registered_step(runs, "resume") is None:
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline, "no checkpoint within 400 s"
         time.sleep(0.05)
-    time.sleep(1.0)  # let the checkpoint finish registering, as a preemption would hit at any time
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     proc.wait()
     killed_at = int(time.time() * 1000)
-    first = _final_state(runs, "resume")["step"]
-    assert 2 <= first < 6, "the run finished before the kill"
+    registered = _registered_step(runs, "resume")
+    assert 2 <= registered < 6, "the run finished before the kill"
 
     done = _run(cmd[1:])
     assert done.returncode == 0, done.stderr[-5000:]
@@ -170,7 +181,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_continues_its_curve(dataset,
     assert "continuing MLflow run" in out
     resumed_at = [int(line.split("resumed from checkpoint at step ")[1].split()[0])
                   for line in out.splitlines() if "resumed from checkpoint at step" in line]
-    assert resumed_at and resumed_at[0] >= first
+    assert resumed_at == [registered]
     assert _final_state(runs, "resume")["step"] == 6
 
     client = mlflow.MlflowClient(tracking)
