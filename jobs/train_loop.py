@@ -193,6 +193,9 @@ def train_func(loop_cfg: dict) -> None:
             step += 1
             if step == fail_step and rank == world - 1 and not fail_marker.exists():
                 fail_marker.write_text("failed once\n")
+                # Ray Train's controller collects reports every 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S):
+                # give it time to register the last checkpoint, so the test knows where to resume.
+                time.sleep(6.0)
                 os._exit(17)  # a hard worker death, as a preempted node would give
             is_log = step % cfg.train.log_every == 0 or step == cfg.train.steps
             is_ckpt = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
