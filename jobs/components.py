@@ -58,9 +58,7 @@ def random_base(spec: Spec) -> Base:
 
 
 def base_for(spec: Spec) -> Base:
-    base = build_base(spec.base_name, spec.size) if spec.base_checkpoint else random_base(spec)
-    if spec.base_checkpoint:
-        load_base(base, spec.base_checkpoint)
+    base = load_base(build_base(spec.base_name, spec.size), spec.base_checkpoint) if spec.base_checkpoint else random_base(spec)
     base.vae.eval().requires_grad_(False)
     return base
 

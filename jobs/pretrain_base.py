@@ -11,11 +11,12 @@ a finished phase is skipped. Exit status: 0 done, 1 could not run, 2 bad config 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +222,7 @@ def main(cfg: PretrainConfig) -> dict:
                                           to(frames.queries[i:i + 64]), sample=False)[1]
                                for i in range(0, frames.count, 64)])
             scale = float(1.0 / means.std().clamp_min(1e-6))
-            vae.cfg = type(vae.cfg)(**{**asdict(vae.cfg), "z_scale_factor": scale})
+            vae.cfg = dataclasses.replace(vae.cfg, z_scale_factor=scale)
             x0 = means * scale
             cond = torch.cat([conditioner(torch.from_numpy(frames.images[i:i + 64])) for i in range(0, frames.count, 64)])
         model = base_as_clip_model(dit)

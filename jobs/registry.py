@@ -12,6 +12,7 @@ runs on a different base than it was trained on.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import asdict
@@ -57,8 +58,8 @@ def load_pipeline(folder: Path, device: str | None = None):
     import torch
     from safetensors.torch import load_file
 
-    from model import build_base, flow
-    from model.checkpoint import load_base, load_strict
+    from model import flow
+    from model.checkpoint import load_strict
     from model.generate import GenerateConfig, VideoTo4D
     from model.mesh import MeshConfig
 
@@ -67,15 +68,14 @@ def load_pipeline(folder: Path, device: str | None = None):
     spec = components.Spec.from_dict(meta["spec"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ref = meta["base"]
-    if ref["random_init"]:
-        base = load_base(build_base(spec.base_name, spec.size), folder / "base")
-    else:
+    if not ref["random_init"]:
         for rel, want in ref["sha256"].items():
             got = components.file_sha256(Path(ref["path"]) / rel)
             if got != want:
                 raise ValueError(f"base weights {Path(ref['path']) / rel} have sha256 {got}, the model was trained on {want}")
-        base = load_base(build_base(spec.base_name, spec.size), ref["path"])
-    base.vae.eval().requires_grad_(False)
+    # A random-init base ships inside the model folder; a real one loads from its verified folder.
+    base = components.base_for(dataclasses.replace(
+        spec, base_checkpoint=str(folder / "base") if ref["random_init"] else ref["path"]))
     cond_folder = folder / "condition"
     comps = components.build(spec, device, condition_folder=str(cond_folder) if cond_folder.is_dir() else None, base=base)
     load_strict(comps.model.st_layers, load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
