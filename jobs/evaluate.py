@@ -16,9 +16,10 @@ Protocol (what one evaluation is):
    clip's frame times (the float64 times the dataset job planned, recovered from the asset and
    checked against the row's float32 `frame_times`; else the row's), normalised by the row's
    stored `normalization` (center, scale; never recomputed), then made watertight per frame by
-   the dataset's watertight stage with the dataset's `config.watertight`. Same pure pipelines/
-   functions as the build (`GroundTruth` below), so the rebuilt meshes are the ones the shards'
-   `surface` points were sampled from.
+   the dataset's watertight stage with the dataset's `config.watertight` (normalise + watertight
+   are `pipelines.process.watertight_frames`, the very function the build's stage calls). Same pure
+   pipelines/ functions as the build (`GroundTruth` below), so the rebuilt meshes are the ones the
+   shards' `surface` points were sampled from.
 4. Metrics: `pipelines.metrics.evaluate_clip(pred, gt, metrics)` per clip (both in the clip's
    normalised [-1,1]^3 frame); the evaluation's summary is the mean over evaluated clips of each
    clip summary metric (raw and `_aligned`, jitter, alignment spread); NaN clip values are left
@@ -73,6 +74,7 @@ import numpy as np
 
 from jobs import config as config_lib
 from jobs import tracking
+from jobs.ingest import read_videos  # one shard's conditioning videos, sample_id -> uint8 [T,H,W,4]
 from pipelines.metrics import MetricConfig
 
 log = logging.getLogger("shapegen4d.evaluate")
@@ -149,17 +151,14 @@ _CLIP_COLUMNS = ["sample_id", "uid", "source", "source_sha256", "animation_index
 def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
     """The rows of `split` in shard order (the first `limit` when > 0), without their arrays."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from pipelines import shards
+    from jobs import ingest
 
-    out = shards.Output(info.uri)
     clips: list[Clip] = []
     for shard in info.manifest["shards"]:
         if "splits" in shard and not shard["splits"].get(split):
             continue
-        with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard['path']}") as f:
-            t = pq.read_table(f, columns=_CLIP_COLUMNS)
+        t = ingest.read_shard(info, shard["path"], _CLIP_COLUMNS)
         t = t.filter(pc.equal(t["split"], split))
         for r in t.to_pylist():
             clips.append(Clip(r["sample_id"], r["uid"], r["source"], r["source_sha256"], int(r["animation_index"]),
@@ -169,23 +168,6 @@ def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
             if limit and len(clips) >= limit:
                 return clips
     return clips
-
-
-def read_videos(info, shard: str, sample_ids: set[str]) -> dict[str, np.ndarray]:
-    """sample_id -> uint8 frames [T,H,W,4] of the given rows of one shard (decoded PNGs)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from jobs import ingest
-    from pipelines import shards
-
-    out = shards.Output(info.uri)
-    with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard}") as f:
-        t = pq.read_table(f, columns=["sample_id", "video"])
-    t = t.filter(pc.is_in(t["sample_id"], value_set=pa.array(sorted(sample_ids), pa.string())))
-    return {sid: np.stack([ingest.decode_png(b) for b in video])
-            for sid, video in zip(t["sample_id"].to_pylist(), t["video"].to_pylist())}
 
 
 # ------------------------------------------------------------------------------ ground truth
@@ -207,8 +189,9 @@ def dataset_config(manifest: dict, source_path: str = ""):
 class GroundTruth:
     """Rebuilds the watertight ground-truth meshes of a clip from its source asset (module doc, 3).
 
-    Composes the dataset job's own pure stage functions (sources -> gltf_io -> bake -> normalize.apply
-    with the row's stored transform -> watertight) with the dataset's config. Raises AssetError
+    Composes the dataset job's own pure stage functions (sources -> gltf_io -> bake ->
+    process.watertight_frames with the row's stored transform, the build's normalise + watertight
+    stage) with the dataset's config. Raises AssetError
     (stage, reason, detail) when the asset is unavailable, changed, or a stage rejects it."""
 
     def __init__(self, manifest: dict, source_path: str = ""):
@@ -249,7 +232,7 @@ class GroundTruth:
 
     def frames(self, clip: Clip) -> list[tuple[np.ndarray, np.ndarray]]:
         """T watertight meshes (vertices float64 [V,3], faces int64 [F,3]) in the clip's normalised frame."""
-        from pipelines import bake, gltf_io, normalize, sources, watertight
+        from pipelines import bake, gltf_io, process, sources
         from pipelines.errors import AssetError
 
         if clip.source != self.cfg.source.kind:
@@ -263,12 +246,7 @@ class GroundTruth:
         gltf = gltf_io.load_gltf(data, read_external)
         times = self.times(gltf, clip)
         baked = bake.bake(gltf, clip.animation_index, times, self.cfg.bake)
-        verts = normalize.apply(baked.vertices, clip.center, clip.scale)
-        out = []
-        for t in range(len(times)):
-            v, f, _ = watertight.make_watertight(verts[t], baked.faces, self.cfg.watertight)
-            out.append((v, f))
-        return out
+        return [(v, f) for v, f, _ in process.watertight_frames(baked, clip.center, clip.scale, self.cfg.watertight)]
 
     def times(self, gltf, clip: Clip) -> np.ndarray:
         """The float64 frame times the build planned for this clip when they round to the stored

@@ -62,21 +62,14 @@ def read_frames(cfg: VideoConfig) -> tuple[np.ndarray, str]:
         if len({f.shape for f in frames}) != 1:
             raise ValueError(f"video.path {cfg.path}: frames differ in size: {sorted({f.shape for f in frames})}")
         return np.stack(frames), f"{len(files)} frames from {cfg.path}"
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from jobs import ingest
 
     info = ingest.open_dataset(cfg.dataset)
-    out = ingest.shards.Output(info.uri)
+    wanted = {"sample_ids": [cfg.sample_id]} if cfg.sample_id else {"split": cfg.split}
     for shard in info.manifest["shards"]:
-        with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard['path']}") as f:
-            t = pq.read_table(f, columns=["sample_id", "split", "video"])
-        keep = pc.equal(t["sample_id"], cfg.sample_id) if cfg.sample_id else pc.equal(t["split"], cfg.split)
-        t = t.filter(keep)
-        if t.num_rows:
-            sample_id = t["sample_id"][0].as_py()
-            frames = np.stack([ingest.decode_png(b) for b in t["video"][0].as_py()])
+        videos = ingest.read_videos(info, shard["path"], limit=1, **wanted)
+        if videos:
+            sample_id, frames = next(iter(videos.items()))
             return frames, f"video of {sample_id} in {info.uri}"
     what = f"sample_id {cfg.sample_id!r}" if cfg.sample_id else f"a row of split {cfg.split!r}"
     raise ValueError(f"video.dataset {info.uri} has no {what}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,40 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGBA"))
 
 
+def decode_video(pngs: list[bytes]) -> np.ndarray:
+    """One row's `video` (a PNG per frame) -> uint8 frames [T,H,W,4]."""
+    return np.stack([decode_png(b) for b in pngs])
+
+
+def read_shard(info: DatasetInfo, shard: str, columns: list[str] | None = None):
+    """The pyarrow table of one shard (`shard`: its path in the manifest), `columns` only when given."""
+    import pyarrow.parquet as pq
+
+    out = shards.Output(info.uri)
+    with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard}") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_videos(info: DatasetInfo, shard: str, sample_ids: Iterable[str] | None = None, split: str | None = None,
+                limit: int = 0) -> dict[str, np.ndarray]:
+    """sample_id -> conditioning video, uint8 frames [T,H,W,4] (decoded PNGs), of rows of one shard
+    in row order: the rows whose sample_id is in `sample_ids` and/or whose split is `split` (every
+    row when neither is given), the first `limit` of them when > 0 (only those are decoded).
+    A requested sample_id the shard does not hold is absent from the result: callers that need
+    it say so (the shard holds only some of a dataset's rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = read_shard(info, shard, ["sample_id", "split", "video"])
+    if sample_ids is not None:
+        t = t.filter(pc.is_in(t["sample_id"], value_set=pa.array(sorted(set(sample_ids)), pa.string())))
+    if split is not None:
+        t = t.filter(pc.equal(t["split"], split))
+    if limit > 0:
+        t = t.slice(0, limit)
+    return {sid: decode_video(video) for sid, video in zip(t["sample_id"].to_pylist(), t["video"].to_pylist())}
+
+
 def decode_batch(table, split: str) -> dict[str, np.ndarray]:
     """The `split` rows of a pyarrow batch of shard rows -> numpy arrays: surface [b,T,N,6],
     queries [b,T,Q,6], (sharp_surface, sharp_queries), frames [b,T,H,W,4] uint8."""
@@ -76,7 +111,7 @@ def decode_batch(table, split: str) -> dict[str, np.ndarray]:
     for name in ("surface", "queries", "sharp_surface", "sharp_queries"):
         if name in table.column_names:
             out[name] = table.column(name).combine_chunks().to_numpy_ndarray().astype(np.float32, copy=False)
-    out["frames"] = np.stack([np.stack([decode_png(b) for b in clip]) for clip in table.column("video").to_pylist()])
+    out["frames"] = np.stack([decode_video(clip) for clip in table.column("video").to_pylist()])
     return out
 
 

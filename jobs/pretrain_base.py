@@ -80,13 +80,12 @@ class Frames:
 
 def load_frames(info: ingest.DatasetInfo, split: str) -> Frames:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    out = ingest.shards.Output(info.uri)
+    columns = ["sample_id", "split", "surface", "queries", "sdf_volume", "sdf_near"]
+    columns += [c for c in ("sharp_queries",) if c in info.manifest["columns"]]
     parts: dict[str, list] = {"surface": [], "queries": [], "sdf": [], "images": []}
     for shard in info.manifest["shards"]:
-        with out.fs.open_input_file(f"{out.root.rstrip('/')}/{shard['path']}") as f:
-            t = pq.read_table(f)
+        t = ingest.read_shard(info, shard["path"], columns)
         t = t.filter(pc.equal(t["split"], split))
         if not t.num_rows:
             continue
@@ -98,7 +97,8 @@ def load_frames(info: ingest.DatasetInfo, split: str) -> Frames:
         parts["queries"].append(queries.reshape(-1, *queries.shape[2:]))
         sdf = np.concatenate([arr("sdf_volume"), arr("sdf_near")], axis=2)
         parts["sdf"].append(sdf.reshape(-1, *sdf.shape[2:]))
-        parts["images"].append(np.stack([ingest.decode_png(b) for clip in t["video"].to_pylist() for b in clip]))
+        videos = ingest.read_videos(info, shard["path"], split=split)
+        parts["images"].append(np.concatenate([videos[sid] for sid in t["sample_id"].to_pylist()]))
     if not parts["surface"]:
         raise ValueError(f"{info.uri} has no {split!r} rows")
     return Frames(*(np.concatenate(parts[k]) for k in ("surface", "queries", "sdf", "images")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -143,6 +144,20 @@ def process_asset(ref: sources.AssetRef, cfg: DatasetConfig, config_digest: str)
     return result
 
 
+def watertight_frames(baked: bake.Baked, center: np.ndarray, scale: float,
+                      cfg: watertight.WatertightConfig) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """The clip's watertight meshes, one per frame, made lazily (each next() makes one): the baked
+    frames normalised by (center, scale), then watertight.make_watertight with `cfg`; yields
+    (vertices float64 [V,3], faces int64 [F,3], info) in the clip's normalised [-1,1]^3 frame.
+
+    The ground truth of a clip: the build's watertight stage (process_clip) calls it with the
+    transform it computed, the evaluation (jobs.evaluate.GroundTruth) with the row's stored
+    `normalization`, so the evaluation rebuilds the very meshes the row's samples came from."""
+    verts_TV3 = normalize.apply(baked.vertices, center, scale)
+    for t in range(len(verts_TV3)):
+        yield watertight.make_watertight(verts_TV3[t], baked.faces, cfg)
+
+
 def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer: _Timer) -> dict:
     rng = np.random.default_rng(derive_seed(cfg.seed, sample_id))
     T = cfg.num_frames
@@ -193,9 +208,10 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
     vol_TN4 = np.empty((T, cfg.sdf.num_volume, 4), np.float32)
     near_TN4 = np.empty((T, cfg.sdf.num_near, 4), np.float32)
     wt_ok, wt_faces = [], []
+    meshes = watertight_frames(baked, center, scale, cfg.watertight)
     for t in range(T):
         with timer("watertight"):
-            wv, wf, info = watertight.make_watertight(verts_TV3[t], faces, cfg.watertight)
+            wv, wf, info = next(meshes)
             wt_ok.append(bool(info["watertight"]))
             wt_faces.append(len(wf))
         with timer("surface"):
