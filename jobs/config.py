@@ -149,6 +149,15 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()
     return from_dict(cls, tree)
 
 
+def apply(cfg: T, overrides: list[str]) -> T:
+    """A copy of config `cfg` with dotted `a.b=value` overrides applied, validated like `load`."""
+    tree = to_dict(cfg)
+    for arg in overrides:
+        key, value = parse_override(arg)
+        _set_dotted(tree, key, value)
+    return from_dict(type(cfg), tree)
+
+
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

@@ -61,15 +61,18 @@ def test_digest_is_stable_and_sensitive():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
+    from jobs.ablate import AblateConfig, check_config
     from jobs.evaluate import EvaluateConfig
     from jobs.train_config import TrainConfig
     from pipelines.config import DatasetConfig
 
     # Each shipped config names its job in its first line: "# job: <module>".
     job = path.read_text().splitlines()[0].removeprefix("# job:").strip()
-    cls = {"build_dataset": DatasetConfig, "train": TrainConfig, "evaluate": EvaluateConfig}[job]
+    cls = {"build_dataset": DatasetConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "ablate": AblateConfig}[job]
     cfg = config_lib.load(cls, path)
     assert config_lib.from_dict(cls, config_lib.to_dict(cfg)) == cfg
+    if cls is AblateConfig:
+        check_config(cfg)  # no key the ablation derives itself
 
 
 def test_there_are_shipped_configs():

@@ -1,0 +1,164 @@
+"""The ablation job end to end at toy size: datasets -> pretrained base -> variants -> evaluation -> table.
+
+One real `python -m jobs.ablate` run (a subprocess, as a scheduler runs it) with three variants
+that cover the three mechanisms: a trained variant (full), a dataset variant (independent
+queries: its own dataset), a sampling-only variant (no time shift: the full variant's weights
+under another spec), plus the per-frame base baseline.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import ablate
+from jobs import config as config_lib
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "jobs" / "configs" / "ablate.yaml"
+TOY = [
+    "dataset.source.count=12", "dataset.split.test=0.25", "dataset.num_frames=4", "dataset.num_surface_points=1024",
+    "dataset.num_queries=32", "dataset.queries.num_candidates=1024", "dataset.watertight.resolution=32",
+    "dataset.sdf.num_volume=512", "dataset.sdf.num_near=512", "dataset.output.rows_per_shard=4",
+    "pretrain.vae.steps=10", "pretrain.dit.steps=10", "pretrain.log_every=5", "pretrain.num_surface_points=512",
+    "pretrain.num_sdf_points=512", "finetune.data.num_surface_points=512", "finetune.train.steps=2",
+    "finetune.train.checkpoint_every=2", "finetune.sample.steps=2", "finetune.sample.window=4",
+    "finetune.sample.mesh_resolution=24", "evaluation.limit=2", "evaluation.metrics.num_points=2000",
+    "evaluation.metrics.num_uniform=2000", "evaluation.metrics.num_near=2000",
+    "evaluation.metrics.temporal_points=1000", "evaluation.metrics.align_points=500",
+    "variants=[{name: full, label: Full}, {name: independent-queries, label: IQ, dataset: [queries.mode=independent]},"
+    " {name: no-time-shift, label: NTS, train: [flow.time_shift=1.0]}]",
+]
+ROWS = ["full", "independent-queries", "no-time-shift", "per-frame-base"]
+# ~4 min alone on 2 cores (two Ray Train fits); far longer when the machine is shared.
+pytestmark = pytest.mark.timeout(2400)
+
+
+def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "jobs.ablate", "--config", str(CONFIG), f"output_path={root / 'out'}",
+                           f"tracking_uri=sqlite:///{root / 'mlflow.db'}", *TOY, *extra],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("ablate")
+    done = _run(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return root, done
+
+
+def test_table_has_every_variant_with_its_switches_and_finite_metrics(study):
+    root, _ = study
+    out = root / "out"
+    rows = list(csv.DictReader((out / "ablation.csv").open()))
+    assert [r["variant"] for r in rows] == ROWS
+    by = {r["variant"]: r for r in rows}
+    assert (by["full"]["aligned queries"], by["full"]["shared noise"], by["full"]["time shift"]) == ("yes", "yes", "3")
+    assert by["independent-queries"]["aligned queries"] == "no"
+    assert by["no-time-shift"]["time shift"] == "1"
+    assert (by["per-frame-base"]["S-T attention"], by["per-frame-base"]["shared noise"]) == ("none (per frame)", "no")
+    for r in rows:
+        assert r["clips"] == "2/2", r
+        for k in ("chamfer", "chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter"):
+            assert 0.0 <= float(r[k]) < 10.0, (r["variant"], k, r[k])
+    md = (out / "ablation.md").read_text()
+    assert md.count("\n| ") == len(ROWS) + 1  # header + one line per row (the separator starts with |-)
+    png = (out / "chamfer_over_time.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    journal = json.loads((out / ablate.JOURNAL).read_text())
+    for row in ROWS:  # each row has a per-frame curve over the clip's 4 frames
+        assert len(journal["stages"][f"eval:{row}"]["per_frame"]["chamfer_aligned"]) == 4
+
+
+def test_every_row_is_evaluated_under_one_protocol_on_the_aligned_dataset(study):
+    root, _ = study
+    docs = {r: json.loads((root / "out" / "eval" / r / "metrics.json").read_text()) for r in ROWS}
+    assert len({d["protocol"] for d in docs.values()}) == 1
+    assert {d["dataset"]["path"] for d in docs.values()} == {str(root / "out" / "datasets" / "aligned")}
+    assert len({tuple(c["sample_id"] for c in d["clips"]) for d in docs.values()}) == 1
+
+
+def test_the_independent_queries_variant_trains_on_unaligned_queries(study):
+    root, _ = study
+    datasets = root / "out" / "datasets"
+
+    def queries(name: str) -> np.ndarray:
+        shard = sorted((datasets / name / "data").glob("*.parquet"))[0]
+        col = pq.read_table(shard, columns=["queries"]).column("queries").to_pylist()[0]
+        return np.asarray(col, np.float32)  # [T,Q,6]
+
+    aligned, independent = queries("aligned"), queries("queries.mode=independent")
+    assert aligned.shape == independent.shape
+    # Same first frame (the same FPS picks it), different later frames: re-picked per frame.
+    np.testing.assert_allclose(aligned[0, :, :3], independent[0, :, :3], atol=1e-6)
+    assert not np.allclose(aligned[1:, :, :3], independent[1:, :, :3], atol=1e-3)
+
+
+def test_sampling_only_variant_reuses_weights_and_baseline_is_the_untrained_base(study):
+    import mlflow
+    from safetensors.torch import load_file
+
+    from jobs import components
+
+    root, _ = study
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+
+    def fetch(alias: str) -> tuple[dict, dict]:
+        d = Path(mlflow.artifacts.download_artifacts(f"models:/shapegen4d-ablation@{alias}", dst_path=str(root / alias)))
+        model = next(d.rglob(ablate.registry.META)).parent
+        return json.loads((model / ablate.registry.META).read_text()), load_file(str(model / ablate.registry.ST_WEIGHTS))
+
+    full_meta, full_w = fetch("full")
+    nts_meta, nts_w = fetch("no-time-shift")
+    base_meta, base_w = fetch("per-frame-base")
+    assert components.fingerprint(full_w) == components.fingerprint(nts_w)
+    assert (full_meta["spec"]["flow"]["time_shift"], nts_meta["spec"]["flow"]["time_shift"]) == (3.0, 1.0)
+    # Fine-tuning moved the full variant away from the zero-init S-T layers the baseline keeps.
+    spec = components.Spec.from_dict(base_meta["spec"])
+    init = components.cpu_state_dict(components.build(spec).model.st_layers)
+    assert components.fingerprint(base_w) == components.fingerprint(init) != components.fingerprint(full_w)
+    assert base_meta["spec"]["flow"]["shared_noise"] is False and full_meta["spec"]["flow"]["shared_noise"] is True
+    assert base_meta["base"]["sha256"] == full_meta["base"]["sha256"]  # one frozen base for every row
+
+
+def test_rerun_skips_every_stage_and_another_config_is_refused(study):
+    root, first = study
+    table = (root / "out" / "ablation.md").read_text()
+    again = _run(root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stderr
+    assert "=== " not in log, log[-3000:]
+    assert log.count("done in an earlier run, skipped") == 2 + 1 + 4 + 4  # datasets, base, trainings, evaluations
+    assert (root / "out" / "ablation.md").read_text() == table
+    other = _run(root, "finetune.train.lr=0.01")
+    assert other.returncode == 1
+    assert "holds an ablation of another config" in other.stderr
+
+
+def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
+    cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["finetune.base.checkpoint=/some/base"])
+    with pytest.raises(config_lib.ConfigError, match="finetune.base.checkpoint is set by jobs.ablate"):
+        ablate.check_config(cfg)
+    cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["variants=[{name: 'bad name', label: x}]"])
+    with pytest.raises(config_lib.ConfigError, match="bad name"):
+        ablate.check_config(cfg)
+    cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["variants=[{name: full, label: a}, {name: full, label: b}]"])
+    with pytest.raises(config_lib.ConfigError, match="unique"):
+        ablate.check_config(cfg)
+
+
+def test_training_key_groups_only_sampling_only_variants():
+    full, shift = ablate.Variant("a", "a"), ablate.Variant("b", "b", train=["flow.time_shift=1.0"])
+    noise = ablate.Variant("c", "c", train=["flow.shared_noise=false"])
+    queries = ablate.Variant("d", "d", dataset=["queries.mode=independent"])
+    assert ablate.training_key(full) == ablate.training_key(shift)
+    assert len({ablate.training_key(v) for v in (full, noise, queries)}) == 3
