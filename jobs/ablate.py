@@ -20,8 +20,10 @@ One command, every stage the real job's `main` (so each resumes or skips what it
    Chamfer over the clip per variant), ablation.json (everything); all logged to one MLflow
    run in `mlflow_experiment`.
 
-Progress is journalled in <output_path>/ablation.json after every stage; a re-run with the same
-config continues where it stopped. Exit status: 0 done, 1 could not run, 2 bad config key.
+Progress is journalled in <output_path>/ablation.json after every stage, keyed by a digest of the
+stage's inputs: a re-run continues where it stopped, and a re-run with a changed config redoes only
+the stages whose inputs changed (more fine-tuning steps reuse the datasets and the base; another
+metric config reuses the trained models). Exit status: 0 done, 1 could not run, 2 bad config key.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 from jobs import build_dataset, components, evaluate, pretrain_base, registry, tracking, train
@@ -82,7 +84,7 @@ class AblateConfig:
     evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
     variants: list[Variant] = field(default_factory=paper_variants)
     baseline: bool = True  # also evaluate the per-frame base
-    metric: str = "chamfer_aligned"  # the column the table is sorted by and deltas are given in (lower is better)
+    metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
 
 
 # ------------------------------------------------------------------------------- sub-configs
@@ -121,25 +123,29 @@ def check_config(cfg: AblateConfig) -> None:
             raise config_lib.ConfigError(f"variant name {v.name!r}: use letters, digits and '-' (it is a registry alias)")
 
 
-def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> DatasetConfig:
-    name = "+".join(overrides).replace("/", "_") or "aligned"
-    return config_lib.apply(cfg.dataset, [f"output.path={Path(cfg.output_path) / 'datasets' / name}",
-                                              f"mlflow.tracking_uri={uri}", *overrides])
+def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> tuple[DatasetConfig, str]:
+    """(config, stage key) of one dataset; its folder is named by what it contains."""
+    dcfg = config_lib.apply(cfg.dataset, [f"mlflow.tracking_uri={uri}", *overrides])
+    key = key_of(build_dataset.content_config(dcfg))
+    name = f"{'+'.join(overrides).replace('/', '_') or 'aligned'}-{key}"
+    return config_lib.apply(dcfg, [f"output.path={Path(cfg.output_path).resolve() / 'datasets' / name}"]), name
 
 
-def train_cfg(cfg: AblateConfig, uri: str, variant: Variant, data_path: str, base: str, run_name: str) -> TrainConfig:
+def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: str, alias: str) -> TrainConfig:
     p = cfg.pretrain
-    return config_lib.apply(cfg.finetune, [
+    tcfg = config_lib.apply(cfg.finetune, [
         f"data.path={data_path}", f"base.checkpoint={base}", f"base.name={p.base_name}", f"base.seed={p.seed}",
         f"model.size={p.size}", f"condition.model={p.condition_model}", f"condition.image_size={p.image_size}",
-        f"run.name={run_name}", f"run.storage_path={Path(cfg.output_path) / 'runs'}", f"mlflow.tracking_uri={uri}",
-        f"mlflow.registered_model={cfg.name}", f"mlflow.alias={variant.name}", *variant.train])
+        f"run.storage_path={Path(cfg.output_path).resolve() / 'runs'}", f"mlflow.tracking_uri={uri}",
+        f"mlflow.registered_model={cfg.name}", f"mlflow.alias={alias}", *overrides])
+    # One run per distinct training: named by its inputs, so a changed config trains anew.
+    return config_lib.apply(tcfg, [f"run.name={cfg.name}-{key_of(tcfg)}"])
 
 
-def training_key(variant: Variant) -> tuple:
-    """What decides a variant's trained weights: its dataset and non-sampling training overrides."""
-    return (tuple(sorted(variant.dataset)),
-            tuple(sorted(a for a in variant.train if not a.split("=")[0].startswith(SAMPLING_KEYS))))
+def split_overrides(variant: Variant) -> tuple[list[str], list[str]]:
+    """(overrides that change the trained weights, sampling-only overrides) of a variant."""
+    sampling = [a for a in variant.train if a.split("=")[0].startswith(SAMPLING_KEYS)]
+    return [a for a in variant.train if a not in sampling], sampling
 
 
 def switches(variant: Variant | None, time_shift: float) -> dict:
@@ -161,17 +167,13 @@ def switches(variant: Variant | None, time_shift: float) -> dict:
 
 
 class Journal:
-    """<output_path>/ablation.json: what each finished stage produced, keyed by the config digest."""
+    """<output_path>/ablation.json: what each finished stage produced, keyed by the digest of the
+    stage's inputs, so a re-run skips every stage whose inputs did not change (a longer
+    fine-tuning reuses the datasets and the base; a new metric config reuses the trained models)."""
 
-    def __init__(self, root: Path, digest: str):
-        self.path, self.digest = root / JOURNAL, digest
-        self.data = {"config_digest": digest, "stages": {}, "wall_s": {}}
-        if self.path.is_file():
-            data = json.loads(self.path.read_text())
-            if data.get("config_digest") != digest:
-                raise ValueError(f"{root} holds an ablation of another config (digest {data.get('config_digest')}, "
-                                 f"this one {digest}): choose another output_path, or remove {self.path} to start over")
-            self.data = data
+    def __init__(self, root: Path):
+        self.path = root / JOURNAL
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"stages": {}, "wall_s": {}}
 
     def get(self, key: str):
         return self.data["stages"].get(key)
@@ -182,6 +184,11 @@ class Journal:
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=2, allow_nan=True))
         tmp.replace(self.path)
+
+
+def key_of(*parts) -> str:
+    """Short digest of a stage's inputs (configs as dicts, paths, override lists)."""
+    return config_lib.digest([config_lib.to_dict(p) if is_dataclass(p) else p for p in parts])[:12]
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -291,6 +298,11 @@ def plot(rows: list[dict], path: Path, key: str) -> None:
 # ------------------------------------------------------------------------------------ main
 
 
+def _train(tcfg: TrainConfig) -> dict:
+    r = train.main(tcfg)
+    return {"run_id": r.run_id, "checkpoint": r.checkpoint, "model": r.model, "steps": r.step, "wall_s": r.wall_s}
+
+
 def main(cfg: AblateConfig) -> dict:
     import mlflow
 
@@ -300,62 +312,66 @@ def main(cfg: AblateConfig) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     uri = tracking.tracking_uri(cfg.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    journal = Journal(root, config_lib.digest(cfg))
+    journal = Journal(root)
+    used: dict[str, float] = {}  # stage -> wall seconds, of the stages this config uses
 
     def stage(key: str, fn):
         done = journal.get(key)
-        if done is not None:
-            log.info("%s: done in an earlier run, skipped", key)
-            return done
-        log.info("=== %s (elapsed %s)", key, hms(time.time() - t0))
-        t = time.time()
-        value = fn()
-        journal.put(key, value, time.time() - t)
-        return value
+        if done is None:
+            log.info("=== %s (elapsed %s)", key, hms(time.time() - t0))
+            t = time.time()
+            done = fn()
+            journal.put(key, done, time.time() - t)
+        else:
+            log.info("%s: already done, reused", key)
+        used[key] = journal.data["wall_s"][key]
+        return done
 
     # 1. datasets: the aligned one (pretraining, evaluation) and one per distinct dataset override set.
     datasets = {}
-    for overrides in [[], *sorted({tuple(v.dataset) for v in cfg.variants if v.dataset})]:
-        dcfg = dataset_cfg(cfg, uri, list(overrides))
-        datasets[tuple(overrides)] = stage(f"dataset:{Path(dcfg.output.path).name}", lambda dcfg=dcfg: {
-            "path": build_dataset.main(dcfg).output})["path"]
+    for overrides in [(), *sorted({tuple(v.dataset) for v in cfg.variants if v.dataset})]:
+        dcfg, name = dataset_cfg(cfg, uri, list(overrides))
+        datasets[overrides] = stage(f"dataset:{name}", lambda dcfg=dcfg: {"path": build_dataset.main(dcfg).output})["path"]
     aligned = datasets[()]
 
     # 2. the frozen base, pretrained on the train split of the aligned dataset.
-    pcfg = config_lib.apply(cfg.pretrain, [f"data_path={aligned}", f"output_path={root / 'base'}",
-                                         f"tracking_uri={uri}", f"split={cfg.finetune.data.split}"])
-    base = stage("pretrain", lambda: {k: v for k, v in pretrain_base.main(pcfg).items() if k != "sha256"})
+    pcfg = config_lib.apply(cfg.pretrain, [f"data_path={aligned}", f"split={cfg.finetune.data.split}"])
+    pkey = key_of(pcfg)
+    pcfg = config_lib.apply(pcfg, [f"output_path={root / f'base-{pkey}'}", f"tracking_uri={uri}"])
+    base = stage(f"pretrain:{pkey}", lambda: {k: v for k, v in pretrain_base.main(pcfg).items() if k != "sha256"})
 
-    # 3. fine-tune every variant (sampling-only variants reuse the weights of their training twin).
+    # 3. fine-tune each distinct training once; every variant gets its registry alias (sampling-only
+    #    variants: the weights of their training, packed with their own sampling spec).
+    from mlflow.tracking import MlflowClient
+
     models: dict[str, dict] = {}
-    trained_by_key: dict[tuple, dict] = {}
     for v in cfg.variants:
         data_path = datasets[tuple(v.dataset)]
-        tcfg = train_cfg(cfg, uri, v, data_path, base["output"], f"{cfg.name}-{v.name}")
-        key = training_key(v)
+        weights, sampling = split_overrides(v)
+        tcfg = train_cfg(cfg, uri, weights, data_path, base["output"], alias=f"run-{key_of(v.dataset, weights)}")
+        trained = stage(f"train:{tcfg.run.name}", lambda tcfg=tcfg: _train(tcfg))
+        vcfg = config_lib.apply(tcfg, [f"mlflow.alias={v.name}", *sampling])
 
-        def fit(v=v, tcfg=tcfg, key=key, data_path=data_path):
-            if key in trained_by_key:
-                model = repack(cfg, tcfg, v, trained_by_key[key], data_path)
-                return {**trained_by_key[key], "model": model, "reused_from": trained_by_key[key]["variant"]}
-            r = train.main(tcfg)
-            return {"variant": v.name, "run_id": r.run_id, "checkpoint": r.checkpoint, "model": r.model,
-                    "steps": r.step, "wall_s": r.wall_s}
+        def register(v=v, vcfg=vcfg, trained=trained, data_path=data_path, sampling=sampling):
+            if sampling:
+                return repack(cfg, vcfg, v, trained, data_path)
+            MlflowClient(uri).set_registered_model_alias(cfg.name, v.name, trained["model"]["version"])
+            return trained["model"]
 
-        models[v.name] = stage(f"train:{v.name}", fit)
-        trained_by_key.setdefault(key, models[v.name])
+        models[v.name] = stage(f"model:{v.name}:{key_of(trained['run_id'], sampling)}", register)
     rows_meta = [(v.name, v.label, switches(v, cfg.finetune.flow.time_shift)) for v in cfg.variants]
     if cfg.baseline:
-        tcfg = train_cfg(cfg, uri, Variant("per-frame-base", ""), aligned, base["output"], f"{cfg.name}-per-frame-base")
-        models["per-frame-base"] = stage("train:per-frame-base", lambda: {"model": per_frame_base(cfg, tcfg, aligned)})
+        tcfg = train_cfg(cfg, uri, [], aligned, base["output"], alias="per-frame-base")
+        models["per-frame-base"] = stage(f"model:per-frame-base:{key_of(tcfg)}", lambda: per_frame_base(cfg, tcfg, aligned))
         rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, cfg.finetune.flow.time_shift)))
 
-    # 4. evaluate each on the same test clips of the aligned dataset.
+    # 4. evaluate each, pinned to its model version, on the same test clips of the aligned dataset.
     rows = []
     for name, label, sw in rows_meta:
         ecfg = config_lib.apply(cfg.evaluation, [
-            f"model={models[name]['model']['registered_uri']}", f"data.path={aligned}",
-            f"output.path={root / 'eval' / name}", f"mlflow.tracking_uri={uri}"])
+            f"model=models:/{cfg.name}/{models[name]['version']}", f"data.path={aligned}", f"mlflow.tracking_uri={uri}"])
+        ekey = key_of(ecfg)
+        ecfg = config_lib.apply(ecfg, [f"output.path={root / 'eval' / f'{name}-{ekey}'}"])
 
         def run_eval(ecfg=ecfg):
             ev = evaluate.main(ecfg).evaluations[0]
@@ -363,14 +379,14 @@ def main(cfg: AblateConfig) -> dict:
                     "clips": f"{ev.evaluated}/{len(ev.clips)}",
                     "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
 
-        ev = stage(f"eval:{name}", run_eval)
+        ev = stage(f"eval:{name}:{ekey}", run_eval)
         rows.append({"variant": name, "label": label, "switches": sw, **ev})
 
     # 5. the table, the plot, one MLflow run holding them.
     md, table_csv = table(rows, cfg.metric)
     plot_key = "chamfer_aligned" if any(r["per_frame"].get("chamfer_aligned") for r in rows) else "chamfer"
     plot(rows, root / "chamfer_over_time.png", plot_key)
-    (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, journal.data['wall_s'], rows)}")
+    (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, used, rows)}")
     (root / "ablation.csv").write_text(table_csv)
     with mlflow.start_run(experiment_id=tracking.experiment(cfg.mlflow_experiment, uri), run_name=cfg.name) as run:
         tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
