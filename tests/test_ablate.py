@@ -68,8 +68,9 @@ def test_table_has_every_variant_with_its_switches_and_finite_metrics(study):
     assert (by["per-frame-base"]["S-T attention"], by["per-frame-base"]["shared noise"]) == ("none (per frame)", "no")
     for r in rows:
         assert r["clips"] == "2/2", r
-        for k in ("chamfer", "chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter"):
+        for k in ("chamfer", "chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter", "chamfer_aligned_nonempty"):
             assert 0.0 <= float(r[k]) < 10.0, (r["variant"], k, r[k])
+        assert 0.0 <= float(r["empty_frames"]) <= 1.0
     md = (out / "ablation.md").read_text()
     assert md.count("\n| ") == len(ROWS) + 1  # header + one line per row (the separator starts with |-)
     png = (out / "chamfer_over_time.png").read_bytes()
@@ -168,3 +169,12 @@ def test_only_sampling_keys_are_split_off_a_variants_training():
     v = ablate.Variant("v", "v", train=["flow.time_shift=1.0", "flow.shared_noise=false", "sample.steps=4"])
     assert ablate.split_overrides(v) == (["flow.shared_noise=false"], ["flow.time_shift=1.0", "sample.steps=4"])
     assert ablate.split_overrides(ablate.Variant("w", "w", dataset=["queries.mode=independent"])) == ([], [])
+
+
+def test_empty_frames_are_counted_and_left_out_of_the_per_frame_means():
+    inf = float("inf")
+    clips = [{"status": "ok", "num_frames": 2, "empty_pred_frames": 1, "per_frame": {"chamfer_aligned": [0.2, inf]}},
+             {"status": "ok", "num_frames": 2, "empty_pred_frames": 0, "per_frame": {"chamfer_aligned": [0.4, 0.6]}},
+             {"status": "error"}]
+    assert ablate.frame_stats(clips) == {"empty_frames": 0.25, "chamfer_aligned_nonempty": pytest.approx(0.4)}
+    assert ablate.mean_per_frame(clips, "chamfer_aligned") == [pytest.approx(0.3), pytest.approx(0.6)]
