@@ -271,7 +271,7 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
         delta = s.get(metric, math.nan) - ref
         md.append("| " + " | ".join([r["label"], *(r["switches"][k] for k in sw),
                                       *(_num(s.get(k, math.nan)) for k, _ in COLUMNS),
-                                      "—" if r is full else f"{delta:+.4f}"]) + " |")
+                                      "—" if r is full else (f"{delta:+.4f}" if math.isfinite(delta) else "n/a")]) + " |")
     keys = sorted({k for r in rows for k in r["summary"]})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
