@@ -99,20 +99,15 @@ DERIVED = {
 }
 
 
-def _get(tree: dict, dotted: str):
-    for p in dotted.split("."):
-        tree = tree[p]
-    return tree
-
-
 def check_config(cfg: AblateConfig) -> None:
     """Derived keys must be left at their defaults; variants must be distinct and nameable."""
     defaults = {"dataset": DatasetConfig(), "pretrain": PretrainConfig(), "finetune": TrainConfig(),
                 "evaluation": EvaluateConfig()}
     for section, keys in DERIVED.items():
-        given, default = config_lib.to_dict(getattr(cfg, section)), config_lib.to_dict(defaults[section])
+        given = config_lib.flatten(config_lib.to_dict(getattr(cfg, section)))
+        default = config_lib.flatten(config_lib.to_dict(defaults[section]))
         for k in keys:
-            if _get(given, k) != _get(default, k):
+            if given[k] != default[k]:
                 raise config_lib.ConfigError(f"{section}.{k} is set by jobs.ablate (from output_path, tracking_uri, "
                                              f"name and the pretrained base); leave it out of the config")
     names = [v.name for v in cfg.variants]
@@ -194,40 +189,44 @@ def key_of(*parts) -> str:
 # ---------------------------------------------------------------------------------- stages
 
 
+def _register(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, weights: Path, alias: str, tags: dict,
+              run_id: str | None = None) -> dict:
+    """Pack S-T `weights` under the spec of `tcfg` and register it as `cfg.name`@`alias`, logged in
+    run `run_id` (None = a new run in the ablation experiment)."""
+    import mlflow
+
+    from jobs import ingest
+
+    spec = train.make_spec(tcfg, ingest.open_dataset(data_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.pack(Path(tmp) / "model", spec, weights, tcfg.sample, tags)
+        exp_id = None if run_id else tracking.experiment(cfg.mlflow_experiment, mlflow.get_tracking_uri())
+        with mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=None if run_id else f"{cfg.name}-{alias}"):
+            if run_id is None:
+                mlflow.set_tags({"shapegen4d.kind": "baseline", "base.checkpoint": tcfg.base.checkpoint})
+            return registry.log_and_register(folder, cfg.name, alias, tags)
+
+
 def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
     """Register the per-frame baseline: zero S-T layers (ShapeGen4D == the frozen base, frame by
     frame) and independent noise per frame."""
-    import mlflow
     from safetensors.torch import save_file
 
     from jobs import ingest
 
     tcfg = config_lib.apply(tcfg, ["flow.shared_noise=false"])
-    spec = train.make_spec(tcfg, ingest.open_dataset(data_path))
-    comps = components.build(spec)
+    comps = components.build(train.make_spec(tcfg, ingest.open_dataset(data_path)))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / registry.ST_WEIGHTS
         save_file(components.cpu_state_dict(comps.model.st_layers), str(weights))
-        folder = registry.pack(Path(tmp) / "model", spec, weights, tcfg.sample, {"baseline": "per-frame base"})
-        with mlflow.start_run(experiment_id=tracking.experiment(cfg.mlflow_experiment, mlflow.get_tracking_uri()),
-                              run_name=f"{cfg.name}-per-frame-base"):
-            mlflow.set_tags({"shapegen4d.kind": "baseline", "base.checkpoint": tcfg.base.checkpoint})
-            return registry.log_and_register(folder, cfg.name, "per-frame-base", {"baseline": "per-frame base"})
+        return _register(cfg, tcfg, data_path, weights, "per-frame-base", {"baseline": "per-frame base"})
 
 
 def repack(cfg: AblateConfig, tcfg: TrainConfig, variant: Variant, trained: dict, data_path: str) -> dict:
-    """A sampling-only variant: the trained S-T weights of another variant, under this spec."""
-    import mlflow
-
-    from jobs import ingest
-
-    spec = train.make_spec(tcfg, ingest.open_dataset(data_path))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = registry.pack(Path(tmp) / "model", spec, Path(trained["checkpoint"]) / registry.ST_WEIGHTS,
-                               tcfg.sample, {"weights_of_run": trained["run_id"]})
-        with mlflow.start_run(run_id=trained["run_id"]):  # same training run: its lineage applies
-            return registry.log_and_register(folder, cfg.name, variant.name,
-                                             {"ablation.variant": variant.name, "weights_of_run": trained["run_id"]})
+    """A sampling-only variant: the trained S-T weights of another variant, under this spec, logged
+    in that training's run (its lineage applies)."""
+    return _register(cfg, tcfg, data_path, Path(trained["checkpoint"]) / registry.ST_WEIGHTS, variant.name,
+                     {"ablation.variant": variant.name, "weights_of_run": trained["run_id"]}, run_id=trained["run_id"])
 
 
 def mean_per_frame(clips: list[dict], key: str) -> list[float]:
