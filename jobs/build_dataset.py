@@ -51,6 +51,7 @@ def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
                 "clips_rejected": f["clips_rejected"],
                 "assets_without_clips": f["assets_without_clips"] + f["rejected_on_metadata"],
                 "wall_s": summary.wall_s,
+                **({"peak_rss_mb.max": max(summary.peak_rss_mb.values())} if summary.peak_rss_mb else {}),
                 **{f"cpu_s.{k}": v for k, v in summary.cpu_s.items()},
             }
         )

@@ -52,9 +52,10 @@ needs a complete evaluation (no error row) of both versions. The decision is a l
 `promotion.decision` (promoted | kept | refused), `promotion.reason` (both values), `promotion.alias`,
 `promotion.run_id` on the evaluated version (and on its evaluation run).
 
-Exit status: 0 done (the promotion decided, promoted or kept), 1 could not run (no manifest, no
-rows in the split, model URI not found, nothing evaluated, a promotion that could not be decided),
-2 bad config key.
+Exit status: 0 done (the promotion decided, promoted or kept), 1 could not run (no manifest, a
+shard of the split whose sha256 is not the manifest's (`data.verify_sha256`), no rows in the
+split, model URI not found, nothing evaluated, a promotion that could not be decided), 2 bad
+config key.
 """
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ class EvalDataConfig:
     path: str = "out/dataset"  # a build_dataset output (folder or URI holding manifest.json)
     # Where the source assets are now ("" = the manifest's config.source.path, where they were).
     source_path: str = ""
+    # Check the sha256 of the split's shards against manifest.json before evaluating (a changed
+    # shard is an error naming it); false for trusted stores: skips hashing every shard at start-up.
+    verify_sha256: bool = True
 
 
 @dataclass
@@ -148,6 +152,20 @@ _CLIP_COLUMNS = ["sample_id", "uid", "source", "source_sha256", "animation_index
                  "frame_times", "normalization"]
 
 
+def split_shards(info, split: str, limit: int = 0) -> list[str]:
+    """The shards (manifest paths) `list_clips` reads: those holding rows of `split`, in manifest
+    order, up to the one that completes the first `limit` rows when limit > 0."""
+    paths, rows = [], 0
+    for shard in info.manifest["shards"]:
+        if "splits" in shard and not shard["splits"].get(split):
+            continue
+        paths.append(shard["path"])
+        rows += shard.get("splits", {}).get(split, 0)
+        if limit and rows >= limit:
+            break
+    return paths
+
+
 def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
     """The rows of `split` in shard order (the first `limit` when > 0), without their arrays."""
     import pyarrow.compute as pc
@@ -155,16 +173,14 @@ def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
     from jobs import ingest
 
     clips: list[Clip] = []
-    for shard in info.manifest["shards"]:
-        if "splits" in shard and not shard["splits"].get(split):
-            continue
-        t = ingest.read_shard(info, shard["path"], _CLIP_COLUMNS)
+    for path in split_shards(info, split, limit):
+        t = ingest.read_shard(info, path, _CLIP_COLUMNS)
         t = t.filter(pc.equal(t["split"], split))
         for r in t.to_pylist():
             clips.append(Clip(r["sample_id"], r["uid"], r["source"], r["source_sha256"], int(r["animation_index"]),
                               int(r["clip_index"]), np.asarray(r["frame_times"], np.float32),
                               np.asarray(r["normalization"]["center"], np.float64), float(r["normalization"]["scale"]),
-                              shard["path"]))
+                              path))
             if limit and len(clips) >= limit:
                 return clips
     return clips
@@ -239,11 +255,11 @@ class GroundTruth:
             raise AssetError("fetch", "source_unavailable",
                              f"row was built from a {clip.source} source, the dataset config names {self.cfg.source.kind}")
         ref = self.ref(clip.uid)
-        data, read_external = sources.fetch(ref, self.cfg.source)
+        data, read_external = sources.fetch(ref, self.cfg.source, self.cfg.limits)
         sha = hashlib.sha256(data).hexdigest()
         if sha != clip.source_sha256:
             raise AssetError("fetch", "source_changed", f"{ref.uri} has sha256 {sha}, the dataset was built from {clip.source_sha256}")
-        gltf = gltf_io.load_gltf(data, read_external)
+        gltf = gltf_io.load_gltf(data, read_external, self.cfg.limits)
         times = self.times(gltf, clip)
         baked = bake.bake(gltf, clip.animation_index, times, self.cfg.bake)
         return [(v, f) for v, f, _ in process.watertight_frames(baked, clip.center, clip.scale, self.cfg.watertight)]
@@ -654,6 +670,10 @@ def main(cfg: EvaluateConfig) -> Result:
 
     t0 = time.time()
     info = ingest.open_dataset(cfg.data.path)
+    if cfg.data.verify_sha256:  # the shards list_clips and the evaluation read
+        ingest.verify_shards(info.uri, info.manifest, split_shards(info, cfg.split, cfg.limit))
+    else:
+        log.info("data.verify_sha256=false: the shards of %s are read unchecked", info.uri)
     clips = list_clips(info, cfg.split, cfg.limit)
     if not clips:
         raise EvaluationError(f"split {cfg.split!r} of {info.uri} has no rows (splits: {info.manifest.get('splits')})")

@@ -6,14 +6,20 @@ workers leave free, so it overlaps the training steps instead of stalling them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines import shards
+
+log = logging.getLogger("shapegen4d.ingest")
 
 # Array columns the model reads; sharp sets exist only when the dataset was built with them.
 ARRAYS = ("surface", "queries", "sharp_surface", "sharp_queries", "video")
@@ -56,6 +62,69 @@ def open_dataset(path: str) -> DatasetInfo:
     if not out.exists("manifest.json"):
         raise FileNotFoundError(f"data.path {out.uri}: no manifest.json (build it with `python -m jobs.build_dataset`)")
     return DatasetInfo(out.uri, json.loads(out.read_bytes("manifest.json")))
+
+
+class ShardIntegrityError(ValueError):
+    """A shard the job would read is missing, not listed, or not the bytes its manifest names (exit status 1)."""
+
+
+HASH_CHUNK = 4 << 20  # bytes read at a time per shard being hashed: memory stays bounded whatever the shard size
+
+
+def _sha256(fs, path: str) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def verify_shards(data_path: str, manifest: dict, paths: Iterable[str] | None = None,
+                  key: str = "data.verify_sha256", threads: int = 4) -> int:
+    """Check that each shard the job will read (`paths`: shard paths as the manifest lists them;
+    None = every shard of the manifest) is the file the manifest names: its sha256, streamed
+    through pyarrow's filesystem of `data_path` (local folder or URI), equals the manifest's.
+    Jobs read the shards the manifest lists, never a folder listing, so a stray file in data/
+    is never read. Raises ShardIntegrityError naming every shard that is missing, changed (both
+    digests) or not listed in the manifest; `key` is the config key that skips the check, for
+    the message. Returns the bytes hashed; logs the time spent."""
+    import pyarrow.fs as pafs
+
+    t0 = time.time()
+    out = shards.Output(data_path)
+    listed = {s["path"]: s for s in manifest.get("shards", [])}
+    wanted = list(listed) if paths is None else list(dict.fromkeys(paths))
+    problems: list[str] = []
+    full = {rel: f"{out.uri.rstrip('/')}/{rel}" for rel in wanted}
+    present = []
+    infos = out.fs.get_file_info([f"{out.root.rstrip('/')}/{rel}" for rel in wanted]) if wanted else []
+    for rel, fi in zip(wanted, infos):
+        expected = listed.get(rel, {}).get("sha256")
+        if rel not in listed:
+            problems.append(f"{full[rel]}: not listed in the manifest")
+        elif not expected:
+            problems.append(f"{full[rel]}: the manifest has no sha256 for it")
+        elif fi.type != pafs.FileType.File:
+            problems.append(f"{full[rel]}: missing (the manifest expects sha256 {expected})")
+        else:
+            present.append((rel, fi.path, expected))
+    total = 0
+    if present:
+        with ThreadPoolExecutor(max(1, min(threads, len(present)))) as pool:
+            hashed = list(pool.map(lambda p: _sha256(out.fs, p[1]), present))
+        for (rel, _, expected), (actual, size) in zip(present, hashed):
+            total += size
+            if actual != expected:
+                problems.append(f"{full[rel]}: sha256 {actual}, the manifest expects {expected}")
+    if problems:
+        raise ShardIntegrityError(
+            f"{len(problems)} of {len(wanted)} shard(s) of dataset {out.uri} do not match its manifest.json:\n  "
+            + "\n  ".join(problems) + f"\nthe shards changed after the dataset was built: rebuild it "
+            f"(python -m jobs.build_dataset) or restore them; {key}=false skips this check (trusted stores only)")
+    log.info("verified the sha256 of %d shard(s) of %s (%.1f MiB) in %.2f s", len(present), out.uri, total / 2**20,
+             time.time() - t0)
+    return total
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -23,6 +23,9 @@ class DataConfig:
     # Decode the split once into Ray's object store when it is smaller than this (GiB); larger
     # splits stream from the shards every epoch.
     materialize_below_gb: float = 2.0
+    # Check every shard's sha256 against manifest.json before training (a changed shard is an
+    # error naming it); false for trusted stores: skips hashing every shard at start-up.
+    verify_sha256: bool = True
 
 
 @dataclass

@@ -19,11 +19,23 @@ Choices the spec leaves open, documented here:
 - A skinned vertex whose weights sum to 0 is not deformed by the skin: it follows the mesh
   node's world transform, like a vertex outside every vertex group in Blender.
 
+Untrusted sizes: `load_gltf` has already checked every declaration of the document and the
+default scene's vertex and morph sizes against `LimitsConfig` (stage "read", reason
+``too_large``; keyframes too, for every animation, before `list_animations` or `bake` samples
+anything). `bake` then checks the scene's face count as the JSON declares it (index elements
+// 3, strips/fans - 2, summed over every mesh instance) against `BakeConfig.max_faces` before
+decoding any accessor; points/lines primitives are skipped without being decoded.
+
 Errors are `AssetError("bake", reason, detail)`; reasons (stable):
 ``no_animation``, ``animation_index_out_of_range``, ``single_keyframe`` (zero duration),
-``no_geometry`` (no triangles in the scene), ``too_many_faces`` (> BakeConfig.max_faces),
+``no_geometry`` (no triangles in the scene), ``too_many_faces`` (the faces the JSON declares
+> BakeConfig.max_faces, checked before decoding anything; a max_faces of 0 allows none),
 ``non_finite_vertices`` (NaN/inf in a baked frame), ``zero_area`` (every face has zero area in
-frame 0). Structurally broken files raise `AssetError("read", "corrupt_file", ...)`.
+frame 0). Structurally broken files raise `AssetError("read", "corrupt_file", ...)`, including
+keyframe times that are empty, NaN/inf or decreasing (found when a sampler is first read, by
+`list_animations` or `bake`), a joint index (JOINTS_n) outside its skin, a primitive index
+outside POSITION; the node hierarchy is walked iteratively, never recursively, and a cycle or
+a node with two parents is ``corrupt_file``.
 """
 from __future__ import annotations
 
@@ -34,7 +46,7 @@ import scipy.sparse
 from scipy.spatial.transform import Rotation
 
 from pipelines.errors import AssetError
-from pipelines.gltf_io import Gltf
+from pipelines.gltf_io import TRIANGLE_MODES, Gltf, declared_faces
 from pipelines.surface import face_areas_normals
 
 TRS_PATHS = {"translation": 3, "rotation": 4, "scale": 3}
@@ -451,6 +463,10 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
         raise _bake_err("no_animation", "the file has no animations")
     if not 0 <= animation_index < len(animations):
         raise _bake_err("animation_index_out_of_range", f"animation {animation_index} of {len(animations)}")
+    # Sizes first, from the JSON alone: nothing has been decoded yet.
+    if g.scene_sizes.faces > config.max_faces:
+        raise _bake_err("too_many_faces", f"the scene declares {g.scene_sizes.faces:,} faces > max_faces "
+                        f"{config.max_faces:,}")
     channels = _channels(g, animation_index)
     if not channels:
         raise _bake_err("no_animation", f"animation {animation_index} has no channel targeting a node")
@@ -459,21 +475,26 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
 
     # Topology first: reject oversized meshes before any per-frame work.
     prims, skipped, num_faces = [], 0, 0
+    accessors = g.items("accessors")
+    plans: dict[int, tuple[list[dict], int]] = {}  # mesh -> (primitives with triangles, skipped)
     for n in _scene_mesh_nodes(g):
         node = g.item("nodes", n)
         mesh = g.item("meshes", node["mesh"])
-        for prim in mesh.get("primitives", []):
-            attrs = prim.get("attributes", {})
-            if "POSITION" not in attrs:
-                skipped += 1
-                continue
-            pos = np.asarray(g.accessor(attrs["POSITION"]), np.float64)
+        if node["mesh"] not in plans:
+            todo, skip = [], 0
+            for prim in mesh.get("primitives", []):
+                if "POSITION" not in prim.get("attributes", {}) or prim.get("mode", 4) not in TRIANGLE_MODES:
+                    skip += 1  # never decoded
+                elif declared_faces(accessors, prim):  # (primitives with no triangle add nothing)
+                    todo.append(prim)
+            plans[node["mesh"]] = (todo, skip)
+        todo, skip = plans[node["mesh"]]
+        skipped += skip
+        for prim in todo:
+            pos = np.asarray(g.accessor(prim["attributes"]["POSITION"]), np.float64)
             if pos.ndim != 2 or pos.shape[1] != 3:
                 raise _corrupt("POSITION is not VEC3")
             tri = _triangles(g, prim, len(pos))
-            if tri is None:
-                skipped += 1
-                continue
             # Keep only referenced vertices: primitives often share one big vertex buffer.
             used, inverse = np.unique(tri, return_inverse=True)
             tri = inverse.reshape(-1, 3).astype(np.int64)
@@ -481,7 +502,7 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
             num_faces += len(tri)
     if num_faces == 0:
         raise _bake_err("no_geometry", f"no triangles in the scene ({skipped} primitives skipped)")
-    if num_faces > config.max_faces:
+    if num_faces > config.max_faces:  # cannot exceed the declared count checked above; kept as a guard
         raise _bake_err("too_many_faces", f"{num_faces} faces > max_faces {config.max_faces}")
 
     world = _world_matrices(g, channels, times)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipelines.bake import BakeConfig
+from pipelines.limits import LimitsConfig
 from pipelines.normalize import MotionConfig, NormalizeConfig
 from pipelines.queries import QueryConfig
 from pipelines.render import RenderConfig
@@ -79,6 +80,7 @@ class DatasetConfig:
     watertight: WatertightConfig = field(default_factory=WatertightConfig)
     sdf: SdfConfig = field(default_factory=SdfConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

@@ -16,7 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipelines import process, shards, sources
+from pipelines import isolate, process, shards, sources
+from pipelines.records import AssetResult, Reject
 from pipelines.config import DatasetConfig
 
 log = logging.getLogger("shapegen4d.dataset")
@@ -30,6 +31,7 @@ class Summary:
     cpu_s: dict[str, float]
     processed_this_run: int
     skipped_done: int
+    peak_rss_mb: dict[str, float]  # uid -> peak resident memory of its asset process (runs that recorded it)
 
     def text(self) -> str:
         f = self.manifest["funnel"]
@@ -52,6 +54,11 @@ class Summary:
             order = [s for s in process.STAGES if s in self.cpu_s] + sorted(set(self.cpu_s) - set(process.STAGES))
             for s in order:
                 lines.append(f"    {s:<11} {self.cpu_s[s]:9.1f} | {self.cpu_s[s] / clips:7.2f}")
+        if self.peak_rss_mb:
+            top = max(self.peak_rss_mb, key=self.peak_rss_mb.get)
+            values = sorted(self.peak_rss_mb.values())
+            lines.append(f"  peak memory of an asset process: median {values[len(values) // 2]:.0f} MiB, "
+                         f"max {self.peak_rss_mb[top]:.0f} MiB ({top})")
         return "\n".join(lines)
 
 
@@ -71,13 +78,32 @@ def init_ray(address: str, num_cpus: int = 0) -> None:
     ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
 
 
+_SUPERVISOR = None  # one per Ray worker process: it keeps its asset process between tasks
+# An asset process holds ~0.55 GiB with its libraries loaded (EGL, open3d, compiled kernels)
+# before it reads an asset: a lower memory limit would kill every asset.
+MIN_MEMORY_GB = 1.0
+
+
+def memory_limit_gb(cfg: DatasetConfig) -> float:
+    """The resident-memory limit of an asset process; ValueError when it cannot hold one."""
+    gb = cfg.limits.memory_gb or cfg.ray.memory_per_asset_gb
+    if gb < MIN_MEMORY_GB:
+        raise ValueError(f"the asset memory limit is {gb:g} GiB (limits.memory_gb, 0 = ray.memory_per_asset_gb): an "
+                         f"asset process needs ~0.55 GiB before it reads anything; use at least {MIN_MEMORY_GB:g}")
+    return gb
+
+
 def _map_fn(cfg: DatasetConfig, config_digest: str):
+    memory_gb = memory_limit_gb(cfg)
+
     def fn(item: dict) -> dict:
-        ref = sources.AssetRef(**json.loads(item["ref"]))
-        result = process.process_asset(ref, cfg, config_digest)
-        result.cpu_s = dict(result.cpu_s)
+        global _SUPERVISOR
+        if _SUPERVISOR is None:
+            _SUPERVISOR = isolate.Supervisor()
+        request = (json.loads(item["ref"]), cfg, config_digest)
+        result = _SUPERVISOR.run(item["uid"], request, cfg.limits.timeout_s, int(memory_gb * 2**30))
         # The driver is the only consumer; pickling keeps arrays exact and avoids a schema per asset.
-        return {"uid": ref.uid, "result": pickle.dumps(result, protocol=5)}
+        return {"uid": item["uid"], "result": pickle.dumps(result, protocol=5)}
 
     return fn
 
@@ -85,6 +111,7 @@ def _map_fn(cfg: DatasetConfig, config_digest: str):
 def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
     """Build (or finish building) the dataset described by cfg; return its summary."""
     t0 = time.time()
+    memory_limit_gb(cfg)  # a config error before anything is listed or written
     out = shards.Output(cfg.output.path)
     out.check_writable()
     refs, curate_rejects = sources.list_assets(cfg.source)
@@ -103,7 +130,9 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
     manifest = shards.finalize(
         out, state, curate_rejects, len(refs) + len(curate_rejects), config, config_digest, dims, cfg.output.name
     )
-    return Summary(out.uri, manifest, time.time() - t0, shards.cpu_seconds(state), len(pending), len(refs) - len(pending))
+    peak = {uid: mb for rec in state.records for uid, mb in rec.get("peak_rss_mb", {}).items() if mb}
+    return Summary(out.uri, manifest, time.time() - t0, shards.cpu_seconds(state), len(pending),
+                   len(refs) - len(pending), peak)
 
 
 def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.ShardSink) -> None:
@@ -113,26 +142,48 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = cfg.ray.progress_bars
+    # One block per asset. A task whose Ray worker dies (its node lost, the worker killed) is
+    # re-run at most limits.retries times (Ray Data's default is forever, which would hold every
+    # asset behind it); after that its block is dropped instead of failing the dataset, and the
+    # asset is recorded below as worker/worker_died. Problems of the asset itself never get here:
+    # its own process (pipelines.isolate) turns them into reject rows.
+    ctx.max_errored_blocks = -1
     items = [{"uid": r.uid, "ref": json.dumps(asdict(r))} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
         _map_fn(cfg, config_digest),
         num_cpus=cfg.ray.cpus_per_asset,
         memory=int(cfg.ray.memory_per_asset_gb * 2**30),
+        max_retries=cfg.limits.retries,
     )
     t0 = time.time()
+    seen: set[str] = set()
     for i, row in enumerate(ds.iter_rows(), start=1):
-        result: process.AssetResult = pickle.loads(row["result"])
+        result: AssetResult = pickle.loads(row["result"])
+        seen.add(result.uid)
         sink.add(result)
-        elapsed = time.time() - t0
-        eta = elapsed / i * (len(pending) - i)
-        status = f"{len(result.rows)} clip(s)" + (
-            f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
-        )
-        log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s | elapsed %s, ETA %s", i, len(pending), 100 * i / len(pending),
-                 result.uid, status, sum(result.cpu_s.values()), hms(elapsed), hms(eta))
-        for r in result.rejects:
-            if r.reason == "internal_error":
-                log.error("internal error on %s %s:\n%s", r.uid, r.sample_id, r.detail)
+        _log_progress(result, i, len(pending), time.time() - t0)
+    for r in pending:
+        if r.uid not in seen:
+            lost = AssetResult(uid=r.uid, rejects=[Reject(
+                r.uid, "", "worker", "worker_died",
+                f"its Ray task failed {cfg.limits.retries + 1} times (limits.retries={cfg.limits.retries}): the Ray "
+                "worker process died each time (node lost, killed, or out of memory); see the Ray logs")])
+            log.error("%s: no result from Ray after %d attempts: recorded as worker/worker_died", r.uid, cfg.limits.retries + 1)
+            sink.add(lost)
+
+
+def _log_progress(result: AssetResult, i: int, n: int, elapsed: float) -> None:
+    status = f"{len(result.rows)} clip(s)" + (
+        f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
+    )
+    log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s, %.0f s, peak %.0f MiB | elapsed %s, ETA %s", i, n, 100 * i / n,
+             result.uid, status, sum(result.cpu_s.values()), result.wall_s, result.peak_rss_mb, hms(elapsed),
+             hms(elapsed / i * (n - i)))
+    for r in result.rejects:
+        if r.reason == "internal_error":
+            log.error("internal error on %s %s:\n%s", r.uid, r.sample_id, r.detail)
+        elif r.stage == "worker":
+            log.warning("%s: %s/%s: %s", r.uid, r.stage, r.reason, r.detail)
 
 
 def hms(s: float) -> str:

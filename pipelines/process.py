@@ -104,11 +104,11 @@ def process_asset(ref: sources.AssetRef, cfg: DatasetConfig, config_digest: str)
     stage = "fetch"
     try:
         with timer("fetch"):
-            data, read_external = sources.fetch(ref, cfg.source)
+            data, read_external = sources.fetch(ref, cfg.source, cfg.limits)
             sha = hashlib.sha256(data).hexdigest()
         stage = "read"
         with timer("read"):
-            gltf = gltf_io.load_gltf(data, read_external)
+            gltf = gltf_io.load_gltf(data, read_external, cfg.limits)
         stage = "bake"
         with timer("bake"):
             animations = bake.list_animations(gltf)

@@ -1,4 +1,4 @@
-"""What one processed asset hands to the shard writer: its rows, its rejects, its CPU time."""
+"""What one processed asset hands to the shard writer: its rows, its rejects, its CPU time and memory."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -20,3 +20,5 @@ class AssetResult:
     rows: list[dict] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per stage
+    wall_s: float = 0.0  # the asset's wall time in its process (pipelines.isolate)
+    peak_rss_mb: float = 0.0  # that process's peak resident memory on this asset

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -27,8 +29,12 @@ import pyarrow.parquet as pq
 from pipelines.records import AssetResult, Reject
 from pipelines.schema import SCHEMA_VERSION, Dims, column_shapes, to_table
 
+log = logging.getLogger("shapegen4d.dataset")
+
 JOURNAL = "_journal"
 SHARDS = "data"
+TMP_PREFIX = ".tmp-"  # files being written (see Output.write_bytes); never read as data
+_RECORD = re.compile(r"^\d{6}\.json$")  # a journal record: _journal/000042.json
 
 CONVENTIONS = {
     "coordinates": "glTF Y-up; every frame of a clip mapped by one similarity: x_norm = (x - center) * scale, "
@@ -72,19 +78,47 @@ class Output:
             return f.read()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write aside, then move into place: readers never see a half-written file."""
+        """Write aside, then move into place: readers never see a half-written file.
+
+        On a local disk the data and the folder entry are fsynced around the rename, so a crash
+        or power loss leaves either the old file or the whole new one; object stores publish an
+        object whole when its upload completes. A failed write leaves at most a `.tmp-*` file,
+        which every reader of this folder ignores and the next run removes (`remove_temp_files`).
+        """
         final = self._p(rel)
         parent = final.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{final.rsplit('/', 1)[1]}"
+        tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}-{final.rsplit('/', 1)[1]}"
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            dir_fd = os.open(parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         self.fs.move(tmp, final)
 
+    def remove_temp_files(self, rel: str) -> list[str]:
+        """Delete what interrupted writes left in folder `rel`; returns their names."""
+        sel = pafs.FileSelector(self._p(rel), allow_not_found=True)
+        leftovers = [i.path for i in self.fs.get_file_info(sel)
+                     if i.type == pafs.FileType.File and i.base_name.startswith(TMP_PREFIX)]
+        for path in leftovers:
+            self.fs.delete_file(path)
+        return leftovers
+
     def list(self, rel: str) -> list[str]:
         sel = pafs.FileSelector(self._p(rel), allow_not_found=True)
         base = self.root.rstrip("/") + "/"
-        return sorted(i.path[len(base):] for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+        return sorted(i.path[len(base):] for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.File and not i.base_name.startswith(TMP_PREFIX))
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -114,7 +148,10 @@ class ResumeState:
 
     @classmethod
     def load(cls, out: Output, config_digest: str, overwrite: bool, config: dict | None = None) -> "ResumeState":
-        records = [json.loads(out.read_bytes(p)) for p in out.list(JOURNAL) if p.endswith(".json")]
+        for folder in (JOURNAL, SHARDS, ""):
+            for path in out.remove_temp_files(folder):
+                log.warning("removed %s, left by an interrupted write", path)
+        records = [json.loads(out.read_bytes(p)) for p in out.list(JOURNAL) if _RECORD.match(p.rsplit("/", 1)[-1])]
         records.sort(key=lambda r: r["index"])
         if records and records[0]["config_digest"] != config_digest:
             if not overwrite:
@@ -212,6 +249,8 @@ class ShardSink:
             "rejects": [asdict(rj) for res in done for rj in res.rejects],
             "kept": {res.uid: len(res.rows) for res in done},
             "cpu_s": {res.uid: dict(res.cpu_s) for res in done},
+            "wall_s": {res.uid: round(res.wall_s, 3) for res in done},
+            "peak_rss_mb": {res.uid: round(res.peak_rss_mb, 1) for res in done},
             "written_at": time.time(),
         }
         self.out.write_bytes(f"{JOURNAL}/{record['index']:06d}.json", json.dumps(record).encode())

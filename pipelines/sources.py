@@ -3,7 +3,7 @@
 `list_assets(cfg)` never opens an asset file: it filters on metadata only (Objaverse
 annotations, or an optional sidecar next to a local file) and returns the kept `AssetRef`s
 and a `Reject` (stage "curate") for every asset it filtered out, both sorted by uid.
-`fetch(ref, cfg)` returns the asset's bytes and a reader for the files a .gltf refers to.
+`fetch(ref, cfg, limits)` returns the asset's bytes and a reader for the files a .gltf refers to.
 
 kind "objaverse" (Objaverse 1.0 through the pinned `objaverse` 0.1.7 package)
   `path` is the cache folder holding `hf-objaverse-v1/` ("" = the package default, ~/.objaverse).
@@ -38,15 +38,30 @@ asset outside `uids`), unknown_uid (a `uids` entry no asset has), no_annotation 
 without a metadata record), bad_metadata (an unreadable sidecar), file_not_found (a list entry
 that does not exist), unsupported_extension (a listed file, or a 3D file in a folder, that is
 not .glb/.gltf). A missing or empty source is a job-level FileNotFoundError / ValueError.
+
+Reads (the asset and the files it names are untrusted). `fetch` refuses an asset file above
+`limits.max_file_mb` (stage "fetch", reason too_large; its size is checked before it is read);
+other fetch failures are fetch_failed. The reader `read(uri, max_bytes)` of a .gltf's external
+buffers (gltf_io passes the URL-decoded uri and the buffer's declared byteLength) returns at most
+max_bytes bytes, and raises stage "read" reasons:
+  unsafe_uri  the uri is empty, absolute, has a scheme (file:, http:, ...), holds a NUL byte or a
+              backslash, leaves the asset's folder (local disk: symlinks resolved; object stores:
+              its key prefix), or does not name a regular file (directory, FIFO, device). The
+              detail quotes the uri only: nothing about what exists outside the folder.
+  too_large   the file is above limits.max_file_mb.
+A regular file that is missing inside the folder is a FileNotFoundError (gltf_io: missing_buffer).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import os
 import posixpath
+import re
 import socket
+import stat
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -57,6 +72,7 @@ import pyarrow.fs as pafs
 
 from pipelines import procedural
 from pipelines.errors import AssetError
+from pipelines.limits import LimitsConfig
 from pipelines.records import Reject
 
 # Objaverse annotations carry Sketchfab's license slugs: "by", "by-sa", "by-nd", "by-nc",
@@ -72,6 +88,8 @@ SIDECAR_SUFFIX = ".meta.json"
 # load_annotations re-reads object-paths.json.gz (~2 s for 800k uids) on every call, and holds
 # every record of the metadata files it reads; 10 of the 160 files per call bounds both.
 _METADATA_FILES_PER_CALL = 10
+# fetch's reader of a .gltf's external files: read(rel, max_bytes=None) -> at most max_bytes bytes.
+ExternalReader = Callable[..., bytes]  # read(rel: str, max_bytes: int | None = None) -> bytes
 
 
 @dataclass
@@ -127,17 +145,21 @@ def list_assets(cfg: SourceConfig) -> tuple[list[AssetRef], list[Reject]]:
     return sorted(refs, key=lambda r: r.uid), sorted(rejects, key=lambda r: (r.uid, r.reason))
 
 
-def fetch(ref: AssetRef, cfg: SourceConfig) -> tuple[bytes, Callable[[str], bytes]]:
-    """The asset's bytes and a reader for its external files (URIs relative to the asset)."""
+def fetch(ref: AssetRef, cfg: SourceConfig, limits: LimitsConfig | None = None) -> tuple[bytes, ExternalReader]:
+    """The asset's bytes and a reader for its external files (URIs relative to the asset).
+
+    The asset and each external file are refused above `limits.max_file_mb` (None = defaults);
+    the reader only reads regular files inside the asset's folder (module doc, "Reads")."""
+    limits = limits or LimitsConfig()
     if ref.source == "objaverse":
-        return _fetch_objaverse(ref, cfg)
+        return _fetch_objaverse(ref, cfg, limits)
     if ref.source == "local":
         try:
             fs, path = _Filesystems().resolve(ref.uri)
-            data = _read(fs, path)
+            data = _read_asset(fs, path, ref.uri, limits)
         except (OSError, ValueError) as e:  # pyarrow: OSError subclasses; ArrowInvalid (a bad URI) is a ValueError
             raise AssetError("fetch", "fetch_failed", f"{ref.uri}: {e}") from e
-        return data, _external_reader(fs, posixpath.dirname(path), ref.uri)
+        return data, _external_reader(fs, posixpath.dirname(path), ref.uri, limits)
     if ref.source == "procedural":
         return _fetch_procedural(ref)
     raise ValueError(f"unknown asset source {ref.source!r} (uid {ref.uid})")
@@ -280,7 +302,7 @@ def _list_objaverse(cfg: SourceConfig) -> tuple[list[AssetRef], list[Reject]]:
         return refs, rejects
 
 
-def _fetch_objaverse(ref: AssetRef, cfg: SourceConfig) -> tuple[bytes, Callable[[str], bytes]]:
+def _fetch_objaverse(ref: AssetRef, cfg: SourceConfig, limits: LimitsConfig) -> tuple[bytes, ExternalReader]:
     with _objaverse_cache(cfg) as root:
         cached = os.path.exists(os.path.join(root, ref.uri))
         try:
@@ -294,10 +316,10 @@ def _fetch_objaverse(ref: AssetRef, cfg: SourceConfig) -> tuple[bytes, Callable[
         raise AssetError("fetch", "fetch_failed", f"objaverse {ref.uid}: not in {root}/object-paths.json.gz")
     fs, path = pafs.LocalFileSystem(), paths[ref.uid]
     try:
-        data = _read(fs, path)
+        data = _read_asset(fs, path, path, limits)
     except OSError as e:
         raise AssetError("fetch", "fetch_failed", f"objaverse {ref.uid}: {path}: {e}") from e
-    return data, _external_reader(fs, os.path.dirname(path), path)
+    return data, _external_reader(fs, os.path.dirname(path), path, limits)
 
 
 # ----------------------------------------------------------------------------------------- local
@@ -434,23 +456,197 @@ def _exists(fss: _Filesystems, uris: list[str]) -> dict[str, bool]:
     return out
 
 
-def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str) -> Callable[[str], bytes]:
-    """Reader for a .gltf's external files, given the URL-decoded relative path gltf_io passes.
+def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str, limits: LimitsConfig | None = None) -> ExternalReader:
+    """Reader for a .gltf's external files: `read(rel, max_bytes)` gets the URL-decoded relative
+    path gltf_io passes and the buffer's declared byteLength (None when unknown), and returns at
+    most `max_bytes` bytes of the file (a longer file is fine: its first bytes are the buffer).
 
-    Errors are OSError/ValueError so the glTF reader reports them as `missing_buffer`.
+    The file must be a regular file inside the asset's folder `base_dir`: on local disk after
+    resolving symlinks (os.path.realpath, then opened without following a link, non-blocking so a
+    FIFO cannot hang the read), on any other pyarrow filesystem (object stores) under the folder's
+    key prefix. Anything else is `AssetError("read", "unsafe_uri")` with a detail built from the
+    URI alone, so it never tells whether, or as what, a file outside the folder exists. A file
+    above `limits.max_file_mb` is `too_large`. A missing file inside the folder is a
+    FileNotFoundError, which the glTF reader reports as `missing_buffer`.
     """
+    cap = _max_bytes(limits or LimitsConfig())
+    mb = (limits or LimitsConfig()).max_file_mb
+    local = isinstance(fs, pafs.LocalFileSystem)
+    if local:
+        root = os.path.realpath(base_dir)
+    else:  # object stores: keys, no links; ".." must not reach another prefix or bucket
+        folder = posixpath.normpath(base_dir) if base_dir else "."
+        prefix = folder.rstrip("/") + "/"
 
-    def read(rel: str) -> bytes:
-        # An absolute reference would let a file name anything on the worker's storage.
-        if _is_uri(rel) or rel.startswith("/"):
-            raise ValueError(f"{asset}: external uri {rel!r} is not relative to the asset")
-        path = posixpath.normpath(posixpath.join(base_dir, rel))
+    def refuse(rel: str, why: str = "it must name a regular file inside the asset's folder") -> AssetError:
+        return AssetError("read", "unsafe_uri", f"{asset}: external uri {_shown(rel)} refused: {why}")
+
+    def too_large(rel: str, size: int) -> AssetError:
+        return AssetError("read", "too_large", f"{asset}: external file {_shown(rel)} has {size:,} bytes "
+                          f"> limits.max_file_mb={mb:g}")
+
+    def read(rel: str, max_bytes: int | None = None) -> bytes:
+        why = _unsafe_syntax(rel)
+        if why:
+            raise refuse(rel, why)
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise ValueError(f"{asset}: external file {_shown(rel)}: byteLength {max_bytes!r} is not an integer >= 0")
+        if local:
+            return read_local(rel, max_bytes)
+        path = posixpath.normpath(posixpath.join(folder, rel))
+        if folder == "." and (path == "." or path.startswith(("../", "/")) or path == ".."):
+            raise refuse(rel)
+        if folder != "." and not path.startswith(prefix):
+            raise refuse(rel)
+        info = fs.get_file_info(path)  # inside the asset's prefix from here on: its own files
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{asset}: external file {_shown(rel)} does not exist")
+        if info.type != pafs.FileType.File:
+            raise refuse(rel)
+        if info.size is not None and cap is not None and info.size > cap:
+            raise too_large(rel, info.size)
+        want = _bounded(info.size, max_bytes, cap)
+        with fs.open_input_stream(path, compression=None) as f:
+            data = _read_chunks(f.read, want)
+        if cap is not None and len(data) > cap:  # a size the filesystem did not know
+            raise too_large(rel, len(data))
+        return data
+
+    def read_local(rel: str, max_bytes: int | None) -> bytes:
+        path = _resolve_inside(root, rel)
+        # The spec'd check, again on the result (it only differs if the folder changed meanwhile).
+        if path is None or os.path.commonpath([os.path.realpath(path), root]) != root:
+            raise refuse(rel)
         try:
-            return _read(fs, path)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise FileNotFoundError(f"{asset}: external file {_shown(rel)} does not exist") from e
         except OSError as e:
-            raise FileNotFoundError(f"{asset}: external file {rel!r} ({path}): {e}") from e
+            if e.errno == errno.ELOOP:  # the last name turned into a symlink after it was resolved
+                raise refuse(rel) from None
+            raise OSError(e.errno, f"{asset}: external file {_shown(rel)} cannot be opened: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO, device, socket or directory
+                raise refuse(rel)
+            if cap is not None and st.st_size > cap:
+                raise too_large(rel, st.st_size)
+            return _read_chunks(lambda n: os.read(fd, n), _bounded(st.st_size, max_bytes, cap))
+        finally:
+            os.close(fd)
 
     return read
+
+
+def _resolve_inside(root: str, rel: str) -> str | None:
+    """`rel` resolved against the folder `root` (a realpath) like os.path.realpath does, one
+    component and one symlink at a time; None as soon as a step leaves the folder.
+
+    Only names inside the folder are looked at (lstat/readlink): a step out of it (past an
+    ancestor of the folder, or a link pointing elsewhere) ends the walk before the name it
+    reaches is touched, so the answer never depends on what exists outside the folder. The
+    folder's own ancestors (reached by ".." or by an absolute link) may be passed through.
+    """
+    base = [p for p in root.split("/") if p]
+    cur = list(base)
+    todo = [p for p in rel.split("/") if p not in ("", ".")]
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if cur:
+                cur.pop()
+            continue
+        cur.append(name)
+        if len(cur) <= len(base):
+            if cur != base[: len(cur)]:
+                return None  # outside the folder: not looked at
+            continue  # the folder or one of its ancestors: real directories (root is a realpath)
+        path = "/" + "/".join(cur)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:  # missing (inside the folder): open() reports it
+            continue
+        if is_link:
+            links += 1
+            if links > 40:  # ELOOP's bound
+                return None
+            target = os.readlink(path)
+            cur.pop()
+            if target.startswith("/"):
+                cur = []
+            todo[:0] = [p for p in target.split("/") if p not in ("", ".")]
+    return "/" + "/".join(cur) if len(cur) > len(base) else None
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_CHUNK = 8 << 20
+
+
+def _unsafe_syntax(rel: str) -> str:
+    """Why an external URI is refused on its text alone ("" when it is a plain relative path)."""
+    if not isinstance(rel, str) or not rel:
+        return "it is empty"
+    if "\0" in rel:
+        return "it contains a NUL byte"
+    if "\\" in rel:
+        return "it contains a backslash"
+    if rel.startswith("/"):
+        return "it is an absolute path"
+    if _SCHEME.match(rel):
+        return "it is a URI with a scheme, not a path relative to the asset"
+    return ""
+
+
+def _shown(rel: Any) -> str:
+    """The URI as the asset wrote it (after URL-decoding), shortened: a detail, not a dump."""
+    text = repr(rel)
+    return text if len(text) <= 200 else text[:160] + f"...' ({len(rel):,} characters)"
+
+
+def _max_bytes(limits: LimitsConfig) -> int | None:
+    """limits.max_file_mb in bytes (None: no limit)."""
+    return int(limits.max_file_mb * (1 << 20)) if limits.max_file_mb and limits.max_file_mb > 0 else None
+
+
+def _bounded(size: int | None, max_bytes: int | None, cap: int | None) -> int:
+    """How many bytes to read: the file's size, at most `max_bytes`; an unknown size reads up to
+    one byte past the cap (so an over-large file is detected without reading it all)."""
+    bounds = [b for b in (size, max_bytes, None if cap is None else cap + 1) if b is not None]
+    if not bounds:
+        raise OSError("the file's size is unknown and limits.max_file_mb=0 sets no bound")
+    return min(bounds)
+
+
+def _read_chunks(read: Callable[[int], bytes], n: int) -> bytes:
+    """At most `n` bytes from `read`, in chunks of at most 8 MiB (stops early at end of file)."""
+    parts, left = [], n
+    while left > 0:
+        chunk = read(min(left, _CHUNK))
+        if not chunk:
+            break
+        parts.append(bytes(chunk))
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_asset(fs: pafs.FileSystem, path: str, shown: str, limits: LimitsConfig) -> bytes:
+    """The whole asset file, refused (fetch/too_large) above limits.max_file_mb before reading it."""
+    cap = _max_bytes(limits)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path} does not exist")
+    if info.type != pafs.FileType.File:
+        raise IsADirectoryError(f"{path} is not a regular file") if info.type == pafs.FileType.Directory \
+            else OSError(f"{path} is not a regular file")
+    if cap is not None and info.size is not None and info.size > cap:
+        raise AssetError("fetch", "too_large", f"{shown}: {info.size:,} bytes > limits.max_file_mb={limits.max_file_mb:g}")
+    want = _bounded(info.size, None, cap)
+    with fs.open_input_stream(path, compression=None) as f:
+        data = _read_chunks(f.read, want)
+    if cap is not None and len(data) > cap:  # the file grew, or its size was not known
+        raise AssetError("fetch", "too_large", f"{shown}: more than {cap:,} bytes > limits.max_file_mb={limits.max_file_mb:g}")
+    return data
 
 
 # ------------------------------------------------------------------------------------ procedural
@@ -492,7 +688,7 @@ def _list_procedural(cfg: SourceConfig) -> tuple[list[AssetRef], list[Reject]]:
     return refs, rejects
 
 
-def _fetch_procedural(ref: AssetRef) -> tuple[bytes, Callable[[str], bytes]]:
+def _fetch_procedural(ref: AssetRef) -> tuple[bytes, ExternalReader]:
     try:
         family, seed, index = ref.uri.removeprefix(_PROCEDURAL_SCHEME).split("/")
         if not ref.uri.startswith(_PROCEDURAL_SCHEME) or procedural.asset_uid(family, int(seed), int(index)) != ref.uid:
@@ -501,7 +697,7 @@ def _fetch_procedural(ref: AssetRef) -> tuple[bytes, Callable[[str], bytes]]:
     except ValueError as e:
         raise AssetError("fetch", "fetch_failed", f"procedural {ref.uid} ({ref.uri}): {e}") from e
 
-    def read(rel: str) -> bytes:
+    def read(rel: str, max_bytes: int | None = None) -> bytes:
         raise FileNotFoundError(f"{ref.uri}: a procedural asset has no external files (asked for {rel!r})")
 
     return data, read

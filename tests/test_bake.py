@@ -335,12 +335,12 @@ def test_external_buffer_and_gltf_glb_equivalence():
     b = _moving_triangle("LINEAR", [0.0, 1.0], [[0, 0, 0], [1, 1, 1]])
     asked = []
 
-    def read(path: str) -> bytes:
-        asked.append(path)
-        return bytes(b.blob)
+    def read(path: str, byte_length: int) -> bytes:
+        asked.append((path, byte_length))
+        return bytes(b.blob) + b"trailing bytes past byteLength are cut"
 
     ext = bake.bake(load_gltf(b.gltf_bytes("my%20data.bin"), read), 0, np.array([0.5]))
-    assert asked == ["my data.bin"]
+    assert asked == [("my data.bin", len(b.blob))]
     np.testing.assert_array_equal(ext.vertices, _bake(b, [0.5]).vertices)
     np.testing.assert_array_equal(bake.bake(load_gltf(b.gltf_bytes()), 0, np.array([0.5])).vertices, ext.vertices)
 
@@ -365,12 +365,12 @@ def test_read_errors():
     bad_chunk = glb[:12] + struct.pack("<I", 10**6) + glb[16:]
     assert _reason(lambda: load_gltf(bad_chunk)) == "corrupt_file"
 
-    def missing(path: str) -> bytes:
+    def missing(path: str, byte_length: int) -> bytes:
         raise FileNotFoundError(path)
 
     g = load_gltf(b.gltf_bytes("data.bin"), missing)
     assert _reason(lambda: bake.bake(g, 0, np.array([0.0]))) == "missing_buffer"
-    g = load_gltf(b.gltf_bytes("data.bin"), lambda p: bytes(b.blob[:20]))  # too short for the bufferViews
+    g = load_gltf(b.gltf_bytes("data.bin"), lambda p, n: bytes(b.blob[:20]))  # shorter than byteLength
     assert _reason(lambda: bake.bake(g, 0, np.array([0.0]))) == "missing_buffer"
     b.doc["extensionsRequired"] = ["KHR_draco_mesh_compression"]
     assert _reason(lambda: load_gltf(b.glb())) == "unsupported_extension"

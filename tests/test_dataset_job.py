@@ -41,7 +41,7 @@ TINY = [
     f"bake.max_faces={MAX_FACES}",
     "source.min_faces=0",
     "ray.num_cpus=2",
-    "ray.memory_per_asset_gb=0.5",
+    "ray.memory_per_asset_gb=1",
 ]
 
 BAD_REASONS = procedural.BAD_ASSET_REASONS

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=256",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=0.5", "watertight.min_component_ratio=0.05", "split.test=0.6", "split.val=0",
+           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "split.test=0.6", "split.val=0",
            "mlflow.enabled=false"]
 TEST_UIDS = ["bending_tube", "separating_parts"]
 FAST = ["metrics.num_points=2000", "metrics.num_uniform=2000", "metrics.num_near=2000", "metrics.align_points=300",

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=0",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=512", "sdf.num_near=512",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=0.5", "watertight.min_component_ratio=0.05", "mlflow.enabled=false",
+           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "mlflow.enabled=false",
            "split.val=0", "split.test=0"]
 
 

@@ -280,7 +280,7 @@ def test_each_bad_asset_fails_for_its_own_reason(tmp_path):
     for case, fname in bad.items():
         data = (tmp_path / fname).read_bytes()
         with pytest.raises(AssetError) as err:
-            g = gltf_io.load_gltf(data, lambda uri: (tmp_path / uri).read_bytes())
+            g = gltf_io.load_gltf(data, lambda uri, max_bytes: (tmp_path / uri).read_bytes()[:max_bytes])
             bake.bake(g, 0, np.linspace(0, 1, 3), bake.BakeConfig(max_faces=300))
         assert (err.value.stage, err.value.reason) == BAD_REASONS[case], (case, err.value)
     many = _glb_json((tmp_path / "too_many_faces.glb").read_bytes())

@@ -108,3 +108,45 @@ def test_journal_and_shards_leave_no_temporary_files(tmp_path):
     assert leftovers == []
     recs = [json.loads(p.read_text()) for p in sorted((tmp_path / "_journal").glob("*.json"))]
     assert sorted(u for r in recs for u in r["completed"]) == [f"u{i}" for i in range(7)]
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 5, 7])  # odd calls: a file's fsync (even: its folder's)
+def test_a_failed_write_leaves_a_resumable_folder(tmp_path, monkeypatch, fail_at):
+    """Disk full on the n-th fsync (shard or journal record): the write raises, a `.tmp-*` file is
+    left behind, and the next run removes it and ends with the uninterrupted dataset."""
+    import errno
+    import os
+
+    full = _build(tmp_path / "full", _results())
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        _build(tmp_path / "resumed", _results())
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    leftovers = [p for p in (tmp_path / "resumed").rglob(".tmp-*")]
+    assert leftovers, "the failed write should have left its temporary file"
+    resumed = _build(tmp_path / "resumed", _results())
+    drop = lambda m: {k: v for k, v in m.items() if k != "created_at"}
+    assert drop(resumed) == drop(full)
+    assert not list((tmp_path / "resumed").rglob(".tmp-*"))
+
+
+def test_leftover_partial_journal_temp_file_is_ignored_even_with_overwrite(tmp_path):
+    """A kill between write and rename leaves `_journal/.tmp-<hex>-000003.json` (here cut mid-JSON):
+    it is never parsed as a record, with or without output.overwrite."""
+    full = _build(tmp_path / "a", _results())
+    (tmp_path / "a" / "_journal" / ".tmp-0123abcd-000099.json").write_text('{"index": 99, "config_dig')
+    (tmp_path / "a" / "data" / ".tmp-0123abcd-shard-00099.parquet").write_bytes(b"PAR1")
+    state = shards.ResumeState.load(shards.Output(str(tmp_path / "a")), "digest", overwrite=False)
+    assert [r["index"] for r in state.records] == list(range(len(state.records)))
+    assert state.completed == {f"u{i}" for i in range(7)}
+    assert not list((tmp_path / "a").rglob(".tmp-*"))
+    (tmp_path / "a" / "_journal" / ".tmp-0123abcd-000100.json").write_text("{")
+    assert shards.ResumeState.load(shards.Output(str(tmp_path / "a")), "other", overwrite=True).records == []

@@ -325,8 +325,9 @@ def test_gltf_external_buffer_through_reader(tmp_path, no_network):
         with pytest.raises(FileNotFoundError, match="missing.bin"):
             read_external("buffers/missing.bin")
         for bad in ("/etc/hostname", "file:///etc/hostname"):
-            with pytest.raises(ValueError, match="not relative"):
-                read_external(bad)
+            with pytest.raises(AssetError) as e:
+                read_external(bad, 16)
+            assert (e.value.stage, e.value.reason) == ("read", "unsafe_uri")
 
 
 def test_local_uid_collision_and_missing_sources(tmp_path, no_network):

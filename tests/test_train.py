@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=256",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=0.5", "watertight.min_component_ratio=0.05"]
+           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05"]
 TRAIN = ["data.num_surface_points=256", "condition.image_size=28", "train.log_every=1", "sample.steps=2",
          "sample.mesh_resolution=16", "sample.window=4", "sample.overlap=1"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
