@@ -33,24 +33,8 @@ from jobs import config as config_lib
 from pipelines import hostile, procedural
 from pipelines.config import DatasetConfig
 
-MAX_FACES = 20_000
-SMALL = [  # tests/test_hostile.py's TINY, without its ray.num_cpus
-    "num_frames=4",
-    "num_surface_points=512",
-    "num_sharp_points=64",
-    "num_queries=32",
-    "num_sharp_queries=16",
-    "queries.num_candidates=1024",
-    "watertight.resolution=48",
-    "sdf.num_volume=256",
-    "sdf.num_near=384",
-    "render.resolution=64",
-    "output.rows_per_shard=1",
-    f"bake.max_faces={MAX_FACES}",
-    "source.min_faces=0",
-    "ray.memory_per_asset_gb=1",
-]
-LIMITS = {**hostile.CORPUS_LIMITS, "timeout_s": 90}
+SMALL = hostile.JOB_OVERRIDES
+LIMITS = {**hostile.CORPUS_LIMITS, "timeout_s": hostile.JOB_TIMEOUT_S}
 
 
 class RssSampler(threading.Thread):
@@ -114,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         procedural.write_samples(src)
         t0 = time.time()
-        corpus = hostile.write_corpus(src / "hostile", LIMITS, max_faces=MAX_FACES)
+        corpus = hostile.write_corpus(src / "hostile", LIMITS, max_faces=hostile.BAD_MAX_FACES)
         corpus_s = time.time() - t0
         size = sum(p.stat().st_size for p in (src / "hostile").rglob("*") if p.is_file() and not p.is_symlink())
         cfg = config_lib.load(DatasetConfig, None, [

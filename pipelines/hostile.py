@@ -60,6 +60,17 @@ CHUNK_BIN = 0x004E4942
 # that the node and joint lists which exceed them stay small files.
 CORPUS_LIMITS: dict[str, Any] = {"max_file_mb": 0.5, "max_nodes": 1000, "max_joints": 1000}
 BAD_MAX_FACES = 20_000  # procedural's default: bad/too_many_faces has this + 1 faces
+# A small but complete job over samples + corpus (every stage runs, with the real code paths), used
+# by tests/test_hostile.py and benchmarks/hostile.py: tiny sizes, the corpus's limits, and a
+# wall-clock limit well above a sample's few seconds, so a read that blocks (a FIFO, /dev/zero)
+# costs at most this long instead of hanging the run.
+JOB_OVERRIDES = [
+    "num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
+    "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=384",
+    "render.resolution=64", "output.rows_per_shard=1", f"bake.max_faces={BAD_MAX_FACES}", "source.min_faces=0",
+    "ray.memory_per_asset_gb=1",
+]
+JOB_TIMEOUT_S = 90
 SECRET_FILE = "secret.bin"  # at the corpus root: the file the escaping URIs aim at
 SECRET_DIR = "secret_dir"  # at the corpus root, holding another copy of it
 URI_DIR = "uri"

@@ -27,31 +27,10 @@ from pipelines import hostile, procedural
 from pipelines.config import DatasetConfig
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_FACES = 20_000
 CORPUS = "hostile"  # the corpus folder inside the source folder: uids "hostile__<case path>"
 
-# As tests/test_dataset_job.py: small but complete, every stage runs with the real code paths.
-TINY = [
-    "num_frames=4",
-    "num_surface_points=512",
-    "num_sharp_points=64",
-    "num_queries=32",
-    "num_sharp_queries=16",
-    "queries.num_candidates=1024",
-    "watertight.resolution=48",
-    "sdf.num_volume=256",
-    "sdf.num_near=384",
-    "render.resolution=64",
-    "output.rows_per_shard=1",
-    f"bake.max_faces={MAX_FACES}",
-    "source.min_faces=0",
-    "ray.num_cpus=2",
-    "ray.memory_per_asset_gb=1",
-]
-# The limits the corpus is sized for (a file limit above the samples' 165 KB, small node and joint
-# limits); a wall-clock limit well above a sample's few seconds, so a read that blocks (a FIFO,
-# /dev/zero) costs the test at most this long instead of hanging it.
-LIMITS = {**hostile.CORPUS_LIMITS, "timeout_s": 90}
+TINY = [*hostile.JOB_OVERRIDES, "ray.num_cpus=2"]
+LIMITS = {**hostile.CORPUS_LIMITS, "timeout_s": hostile.JOB_TIMEOUT_S}
 CANARY_ENV = "SHAPEGEN4D_FUZZ_CANARY"
 
 
@@ -78,7 +57,7 @@ def runs(tmp_path_factory):
     finally:
         os.chdir(cwd)
 
-    corpus = hostile.write_corpus(src / CORPUS, LIMITS, max_faces=MAX_FACES)
+    corpus = hostile.write_corpus(src / CORPUS, LIMITS, max_faces=hostile.BAD_MAX_FACES)
     canary = secrets.token_hex(16)
     env = {**os.environ, "PYTHONPATH": str(REPO), CANARY_ENV: canary}
     t0 = time.time()
