@@ -95,12 +95,13 @@ def memory_limit_gb(cfg: DatasetConfig) -> float:
 
 def _map_fn(cfg: DatasetConfig, config_digest: str):
     memory_gb = memory_limit_gb(cfg)
+    fault_spec = isolate.faults()  # read on the driver: tests inject faults (pipelines.isolate)
 
     def fn(item: dict) -> dict:
         global _SUPERVISOR
         if _SUPERVISOR is None:
             _SUPERVISOR = isolate.Supervisor()
-        request = (json.loads(item["ref"]), cfg, config_digest)
+        request = (json.loads(item["ref"]), cfg, config_digest, fault_spec)
         result = _SUPERVISOR.run(item["uid"], request, cfg.limits.timeout_s, int(memory_gb * 2**30))
         # The driver is the only consumer; pickling keeps arrays exact and avoids a schema per asset.
         return {"uid": item["uid"], "result": pickle.dumps(result, protocol=5)}

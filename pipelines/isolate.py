@@ -18,7 +18,8 @@ The child is kept for the next asset when it finished cleanly (the first asset i
 kill or a crash. It dies with its supervisor (PR_SET_PDEATHSIG), so a Ray worker lost with its
 node leaves no orphan burning CPU. Peak memory is measured per asset (VmHWM, reset before each).
 
-Fault injection for tests: $SHAPEGEN4D_ASSET_FAULTS="<uid>=<fault>,..." makes the child misbehave
+Fault injection for tests: $SHAPEGEN4D_ASSET_FAULTS="<uid>=<fault>,..." in the job driver's environment
+(sent with each request) makes the child misbehave
 on that uid: `hang` (sleeps forever), `kill` (SIGKILLs itself), `segv` (a real segmentation
 fault), `kill-ray` (SIGKILLs its supervisor, the Ray worker), `kill-ray-once:<marker file>`
 (the same, once: the marker file records that it happened).
@@ -57,7 +58,8 @@ class Supervisor:
         self._child: _Child | None = None
 
     def run(self, uid: str, request: tuple, timeout_s: float, memory_bytes: int) -> AssetResult:
-        """`request` = (AssetRef as dict, DatasetConfig, config digest), sent to the child pickled."""
+        """`request` = (AssetRef as dict, DatasetConfig, config digest, fault spec), sent to the child
+        pickled; the fault spec is `faults()` of the job's driver ("" = none)."""
         child = self._child or self._start()
         self._child = None  # handed back below only when the child finished cleanly
         t0 = time.monotonic()
@@ -187,8 +189,13 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _faults() -> dict[str, str]:
-    spec = os.environ.get(FAULTS_ENV, "")
+def faults() -> str:
+    """The fault spec of this process's environment. The driver reads it and sends it with each
+    request: Ray workers (and so asset processes) may have started before it was set."""
+    return os.environ.get(FAULTS_ENV, "")
+
+
+def _parse_faults(spec: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
 
 
@@ -214,16 +221,16 @@ def _serve(req_fd: int, res_fd: int) -> None:
     from pipelines import process, sources
 
     requests, results = Connection(req_fd, writable=False), Connection(res_fd, readable=False)
-    faults = _faults()
     while True:
         try:
-            ref_dict, cfg, config_digest = pickle.loads(requests.recv_bytes())
+            ref_dict, cfg, config_digest, fault_spec = pickle.loads(requests.recv_bytes())
         except EOFError:
             return  # the supervisor closed the pipe: no more assets
         _reset_peak_rss()
         ref = sources.AssetRef(**ref_dict)
-        if ref.uid in faults:
-            _inject(faults[ref.uid])
+        fault = _parse_faults(fault_spec).get(ref.uid)
+        if fault:
+            _inject(fault)
         result = process.process_asset(ref, cfg, config_digest)
         result.cpu_s = dict(result.cpu_s)
         result.peak_rss_mb = _peak_rss_mb()

@@ -37,7 +37,7 @@ def samples(tmp_path_factory) -> Path:
 def _request(src: Path, uid: str):
     cfg = config_lib.load(DatasetConfig, None, [f"source.path={src}", *TINY])
     ref = next(r for r in sources.list_assets(cfg.source)[0] if r.uid == uid)
-    return (asdict(ref), cfg, "digest")
+    return (asdict(ref), cfg, "digest", isolate.faults())
 
 
 @pytest.fixture
