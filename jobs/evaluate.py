@@ -670,10 +670,8 @@ def main(cfg: EvaluateConfig) -> Result:
 
     t0 = time.time()
     info = ingest.open_dataset(cfg.data.path)
-    if cfg.data.verify_sha256:  # the shards list_clips and the evaluation read
-        ingest.verify_shards(info.uri, info.manifest, split_shards(info, cfg.split, cfg.limit))
-    else:
-        log.info("data.verify_sha256=false: the shards of %s are read unchecked", info.uri)
+    # The shards list_clips and the evaluation read.
+    ingest.verify_shards(info.uri, info.manifest, split_shards(info, cfg.split, cfg.limit), enabled=cfg.data.verify_sha256)
     clips = list_clips(info, cfg.split, cfg.limit)
     if not clips:
         raise EvaluationError(f"split {cfg.split!r} of {info.uri} has no rows (splits: {info.manifest.get('splits')})")

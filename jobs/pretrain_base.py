@@ -189,10 +189,8 @@ def main(cfg: PretrainConfig) -> dict:
     t0 = time.time()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = ingest.open_dataset(cfg.data_path)
-    if cfg.verify_sha256:  # load_frames reads every shard
-        ingest.verify_shards(info.uri, info.manifest, key="verify_sha256")
-    else:
-        log.info("verify_sha256=false: the shards of %s are read unchecked", info.uri)
+    # load_frames reads every shard.
+    ingest.verify_shards(info.uri, info.manifest, key="verify_sha256", enabled=cfg.verify_sha256)
     frames = load_frames(info, cfg.split)
     out = Path(cfg.output_path)
     work = out.with_name(out.name + ".pretrain-state")  # optimizer states, beside the release folder

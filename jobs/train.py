@@ -166,10 +166,7 @@ def main(cfg: TrainConfig) -> Result:
     data = ingest.open_dataset(cfg.data.path)
     check(cfg, data)
     # Once, here on the driver (the workers read through Ray Data): every shard the ingest reads.
-    if cfg.data.verify_sha256:
-        ingest.verify_shards(data.uri, data.manifest)
-    else:
-        log.info("data.verify_sha256=false: the shards of %s are read unchecked", data.uri)
+    ingest.verify_shards(data.uri, data.manifest, enabled=cfg.data.verify_sha256)
     spec = make_spec(cfg, data)
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     run_key = f"{storage_path(cfg).rstrip('/')}/{cfg.run.name}"

@@ -303,26 +303,6 @@ def _world_matrices(g: Gltf, channels: list[_Channel], times: np.ndarray) -> np.
     return world
 
 
-def _scene_mesh_nodes(g: Gltf) -> list[int]:
-    """Nodes carrying a mesh in the default scene, depth-first in document order."""
-    scenes = g.items("scenes")
-    if scenes:
-        roots = g.item("scenes", g.json.get("scene", 0)).get("nodes", [])
-    else:
-        roots = [int(i) for i in np.flatnonzero(_parents(g) < 0)]
-    out, stack, seen = [], [*reversed(roots)], set()
-    while stack:
-        i = stack.pop()
-        node = g.item("nodes", i)
-        if i in seen:
-            raise _corrupt(f"node {i} reached twice from the scene")
-        seen.add(i)
-        if "mesh" in node:
-            out.append(i)
-        stack.extend(reversed(node.get("children", [])))
-    return out
-
-
 # ---------------------------------------------------------------- geometry
 
 
@@ -477,7 +457,7 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
     prims, skipped, num_faces = [], 0, 0
     accessors = g.items("accessors")
     plans: dict[int, tuple[list[dict], int]] = {}  # mesh -> (primitives with triangles, skipped)
-    for n in _scene_mesh_nodes(g):
+    for n in g.scene_sizes.mesh_nodes:  # the default scene's, from load_gltf's check
         node = g.item("nodes", n)
         mesh = g.item("meshes", node["mesh"])
         if node["mesh"] not in plans:
@@ -502,8 +482,6 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
             num_faces += len(tri)
     if num_faces == 0:
         raise _bake_err("no_geometry", f"no triangles in the scene ({skipped} primitives skipped)")
-    if num_faces > config.max_faces:  # cannot exceed the declared count checked above; kept as a guard
-        raise _bake_err("too_many_faces", f"{num_faces} faces > max_faces {config.max_faces}")
 
     world = _world_matrices(g, channels, times)
     T = len(times)

@@ -469,8 +469,8 @@ def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str, limits: Lim
     above `limits.max_file_mb` is `too_large`. A missing file inside the folder is a
     FileNotFoundError, which the glTF reader reports as `missing_buffer`.
     """
-    cap = _max_bytes(limits or LimitsConfig())
-    mb = (limits or LimitsConfig()).max_file_mb
+    limits = limits or LimitsConfig()
+    cap, mb = _max_bytes(limits), limits.max_file_mb
     local = isinstance(fs, pafs.LocalFileSystem)
     if local:
         root = os.path.realpath(base_dir)
@@ -481,8 +481,9 @@ def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str, limits: Lim
     def refuse(rel: str, why: str = "it must name a regular file inside the asset's folder") -> AssetError:
         return AssetError("read", "unsafe_uri", f"{asset}: external uri {_shown(rel)} refused: {why}")
 
-    def too_large(rel: str, size: int) -> AssetError:
-        return AssetError("read", "too_large", f"{asset}: external file {_shown(rel)} has {size:,} bytes "
+    def too_large(rel: str, size: int | None) -> AssetError:
+        has = f"{size:,} bytes" if size is not None else f"more than {cap:,} bytes"
+        return AssetError("read", "too_large", f"{asset}: external file {_shown(rel)} has {has} "
                           f"> limits.max_file_mb={mb:g}")
 
     def read(rel: str, max_bytes: int | None = None) -> bytes:
@@ -503,14 +504,7 @@ def _external_reader(fs: pafs.FileSystem, base_dir: str, asset: str, limits: Lim
             raise FileNotFoundError(f"{asset}: external file {_shown(rel)} does not exist")
         if info.type != pafs.FileType.File:
             raise refuse(rel)
-        if info.size is not None and cap is not None and info.size > cap:
-            raise too_large(rel, info.size)
-        want = _bounded(info.size, max_bytes, cap)
-        with fs.open_input_stream(path, compression=None) as f:
-            data = _read_chunks(f.read, want)
-        if cap is not None and len(data) > cap:  # a size the filesystem did not know
-            raise too_large(rel, len(data))
-        return data
+        return _read_capped(fs, info, max_bytes, cap, lambda size: too_large(rel, size))
 
     def read_local(rel: str, max_bytes: int | None) -> bytes:
         path = _resolve_inside(root, rel)
@@ -630,6 +624,20 @@ def _read_chunks(read: Callable[[int], bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_capped(fs: pafs.FileSystem, info: pafs.FileInfo, max_bytes: int | None, cap: int | None,
+                 too_large: Callable[[int | None], AssetError]) -> bytes:
+    """The first min(size, max_bytes) bytes of the regular file `info`, in bounded chunks; raises
+    too_large(size) above `cap` bytes before reading, too_large(None) when more than `cap` bytes
+    arrive (a size the filesystem did not know, or a file that grew)."""
+    if cap is not None and info.size is not None and info.size > cap:
+        raise too_large(info.size)
+    with fs.open_input_stream(info.path, compression=None) as f:
+        data = _read_chunks(f.read, _bounded(info.size, max_bytes, cap))
+    if cap is not None and len(data) > cap:
+        raise too_large(None)
+    return data
+
+
 def _read_asset(fs: pafs.FileSystem, path: str, shown: str, limits: LimitsConfig) -> bytes:
     """The whole asset file, refused (fetch/too_large) above limits.max_file_mb before reading it."""
     cap = _max_bytes(limits)
@@ -639,14 +647,12 @@ def _read_asset(fs: pafs.FileSystem, path: str, shown: str, limits: LimitsConfig
     if info.type != pafs.FileType.File:
         raise IsADirectoryError(f"{path} is not a regular file") if info.type == pafs.FileType.Directory \
             else OSError(f"{path} is not a regular file")
-    if cap is not None and info.size is not None and info.size > cap:
-        raise AssetError("fetch", "too_large", f"{shown}: {info.size:,} bytes > limits.max_file_mb={limits.max_file_mb:g}")
-    want = _bounded(info.size, None, cap)
-    with fs.open_input_stream(path, compression=None) as f:
-        data = _read_chunks(f.read, want)
-    if cap is not None and len(data) > cap:  # the file grew, or its size was not known
-        raise AssetError("fetch", "too_large", f"{shown}: more than {cap:,} bytes > limits.max_file_mb={limits.max_file_mb:g}")
-    return data
+
+    def too_large(size: int | None) -> AssetError:
+        has = f"{size:,} bytes" if size is not None else f"more than {cap:,} bytes"
+        return AssetError("fetch", "too_large", f"{shown}: {has} > limits.max_file_mb={limits.max_file_mb:g}")
+
+    return _read_capped(fs, info, None, cap, too_large)
 
 
 # ------------------------------------------------------------------------------------ procedural

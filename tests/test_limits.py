@@ -108,25 +108,27 @@ def test_position_without_buffer_view_30m():
     assert _outcome(err) == ("read", "too_large") and "limits.max_accessor_elements" in err.detail
 
 
-def test_256_morph_targets_on_1_5m_vertices():
+def _morph_asset(vertices: int, targets: int) -> tuple[dict, bytes]:
+    """The tetrahedron's primitive replaced by `vertices` declared points (no bufferView, no
+    indices) with `targets` morph targets sharing one declared delta accessor."""
     doc, bin_ = _tetra()
     prim = _prim(doc)
     del prim["indices"]
-    prim["attributes"]["POSITION"] = _add(doc, "accessors", {"componentType": 5126, "count": 1_500_000, "type": "VEC3"})
-    delta = _add(doc, "accessors", {"componentType": 5126, "count": 1_500_000, "type": "VEC3"})
-    prim["targets"] = [{"POSITION": delta}] * 256
+    prim["attributes"]["POSITION"] = _add(doc, "accessors", {"componentType": 5126, "count": vertices, "type": "VEC3"})
+    delta = _add(doc, "accessors", {"componentType": 5126, "count": vertices, "type": "VEC3"})
+    prim["targets"] = [{"POSITION": delta}] * targets
+    return doc, bin_
+
+
+def test_256_morph_targets_on_1_5m_vertices():
+    doc, bin_ = _morph_asset(1_500_000, 256)
     err = _refused(doc, bin_, do_bake=True)
     assert _outcome(err) == ("read", "too_large") and "limits." in err.detail
     assert "limits.max_vertices" in err.detail  # the first limit the file meets
 
 
 def test_morph_values_limit():
-    doc, bin_ = _tetra()
-    prim = _prim(doc)
-    del prim["indices"]
-    prim["attributes"]["POSITION"] = _add(doc, "accessors", {"componentType": 5126, "count": 100_000, "type": "VEC3"})
-    delta = _add(doc, "accessors", {"componentType": 5126, "count": 100_000, "type": "VEC3"})
-    prim["targets"] = [{"POSITION": delta}] * 256  # 25.6M values > 16M
+    doc, bin_ = _morph_asset(100_000, 256)  # 25.6M values > 16M
     err = _refused(doc, bin_, do_bake=True)
     assert _outcome(err) == ("read", "too_large") and "limits.max_morph_values" in err.detail
 
