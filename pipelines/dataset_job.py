@@ -174,7 +174,7 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
 
 
 def _log_progress(result: AssetResult, i: int, n: int, elapsed: float) -> None:
-    status = f"{len(result.rows)} clip(s)" + (
+    status = f"{result.num_clips} clip(s)" + (
         f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
     )
     log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s, %.0f s, peak %.0f MiB | elapsed %s, ETA %s", i, n, 100 * i / n,

@@ -218,7 +218,7 @@ def _inject(fault: str) -> None:
 
 
 def _serve(req_fd: int, res_fd: int) -> None:
-    from pipelines import process, sources
+    from pipelines import process, shards, sources
 
     requests, results = Connection(req_fd, writable=False), Connection(res_fd, readable=False)
     while True:
@@ -232,6 +232,10 @@ def _serve(req_fd: int, res_fd: int) -> None:
         if fault:
             _inject(fault)
         result = process.process_asset(ref, cfg, config_digest)
+        if result.rows:  # Parquet encoding and compression happen here, not on the job's driver
+            t0 = time.process_time()
+            result.packed, result.rows = shards.pack(result.rows, process.dims(cfg)), []
+            result.cpu_s["pack"] += time.process_time() - t0
         result.cpu_s = dict(result.cpu_s)
         result.peak_rss_mb = _peak_rss_mb()
         results.send_bytes(pickle.dumps(result, protocol=5))

@@ -130,8 +130,9 @@ def to_table(rows: list[dict], d: Dims) -> pa.Table:
     """Rows (dicts of numpy / python values keyed by column) -> a table of exactly schema(d)."""
     sch = schema(d)
     if not rows:
-        return sch.empty_table()
+        return pa.Table.from_batches([], schema=sch)  # sch.empty_table() fails on tensor columns
     missing = [n for n in sch.names if n not in rows[0]]
     if missing:
         raise KeyError(f"row lacks columns {missing}")
     return pa.Table.from_arrays([_column([r[f.name] for r in rows], f.type) for f in sch], schema=sch)
+

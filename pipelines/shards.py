@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.records import AssetResult, Reject
+from pipelines import parquet_concat
+from pipelines.records import AssetResult, Packed, Reject
 from pipelines.schema import SCHEMA_VERSION, Dims, column_shapes, to_table
 
 log = logging.getLogger("shapegen4d.dataset")
@@ -126,8 +127,19 @@ def parquet_bytes(table: pa.Table) -> bytes:
     # One row group per clip: a reader streams a clip at a time, never a whole shard. No dictionary
     # encoding: on float tensors it never pays and cost 6.5x the write time and 1.6x the size
     # (paper sizes: 0.59 -> 0.09 CPU-s and 31 -> 20 MB per clip, benchmarks/shard_writer.py).
-    pq.write_table(table, buf, row_group_size=1, compression="zstd", use_dictionary=False)
+    # No page index: a shard is concatenated from per-clip files (pack, parquet_concat).
+    pq.write_table(table, buf, row_group_size=1, compression="zstd", use_dictionary=False, write_page_index=False)
     return buf.getvalue()
+
+
+def pack(rows: list[dict], dims: Dims) -> Packed:
+    """An asset's rows -> one finished Parquet file per row, as the shard writer appends them.
+
+    A shard concatenated from these is byte-identical to `parquet_bytes` of its rows (one row
+    group per clip either way), so where the encoding ran never shows in the dataset."""
+    table = to_table(rows, dims)
+    return Packed([r["sample_id"] for r in rows], [r["split"] for r in rows],
+                  [parquet_bytes(table.slice(i, 1)) for i in range(len(rows))])
 
 
 @dataclass
@@ -186,6 +198,14 @@ def _differences(old: dict | None, new: dict | None) -> str:
     return ", differing keys: " + ", ".join(list(diff(old, new))[:8])
 
 
+@dataclass
+class _Row:
+    uid: str
+    sample_id: str
+    split: str
+    piece: bytes  # the row alone as a Parquet file (pack)
+
+
 class ShardSink:
     """Cuts the ordered row stream into shards of exactly `rows_per_shard` rows (the last may be short)."""
 
@@ -199,17 +219,21 @@ class ShardSink:
         self.config, self.config_digest = config, config_digest
         self.state = state
         self.written_ids = state.written_ids
-        self.buffer: list[dict] = []
+        self.empty = parquet_bytes(to_table([], dims))  # the schema every row's piece must have
+        self.buffer: list[_Row] = []
         self.remaining: dict[str, int] = {}  # uid -> its rows still in the buffer
         self.open: dict[str, AssetResult] = {}
         self.completed: list[str] = []  # complete since the last journal record
 
     def add(self, result: AssetResult) -> None:
-        rows = [r for r in result.rows if r["sample_id"] not in self.written_ids]
+        """Take one asset's result, in asset order. Its rows come packed from the asset's process
+        (pipelines.isolate); unpacked rows (direct callers) are packed here."""
+        packed = result.packed or pack(result.rows, self.dims)
+        keep = [i for i, sid in enumerate(packed.sample_ids) if sid not in self.written_ids]
         self.open[result.uid] = result
-        self.remaining[result.uid] = len(rows)
-        self.buffer.extend(rows)
-        if not rows:
+        self.remaining[result.uid] = len(keep)
+        self.buffer.extend(_Row(result.uid, packed.sample_ids[i], packed.splits[i], packed.pieces[i]) for i in keep)
+        if not keep:
             self._complete(result.uid)
         while len(self.buffer) >= self.rows_per_shard:
             self._write(self.buffer[: self.rows_per_shard])
@@ -228,17 +252,17 @@ class ShardSink:
         del self.remaining[uid]
         self.completed.append(uid)
 
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, rows: list[_Row]) -> None:
         name = f"{SHARDS}/shard-{self.state.num_shards:05d}.parquet"
-        data = parquet_bytes(to_table(rows, self.dims))
+        data = parquet_concat.concat([r.piece for r in rows], like=self.empty)
         self.out.write_bytes(name, data)
         for r in rows:
-            self.remaining[r["uid"]] -= 1
-            if self.remaining[r["uid"]] == 0:
-                self._complete(r["uid"])
-        self._journal({"path": name, "sha256": hashlib.sha256(data).hexdigest(), "splits": dict(Counter(r["split"] for r in rows))}, rows)
+            self.remaining[r.uid] -= 1
+            if self.remaining[r.uid] == 0:
+                self._complete(r.uid)
+        self._journal({"path": name, "sha256": hashlib.sha256(data).hexdigest(), "splits": dict(Counter(r.split for r in rows))}, rows)
 
-    def _journal(self, shard: dict | None, rows: list[dict]) -> None:
+    def _journal(self, shard: dict | None, rows: list[_Row]) -> None:
         done = [self.open.pop(uid) for uid in self.completed]
         record = {
             "index": len(self.state.records),
@@ -246,10 +270,10 @@ class ShardSink:
             # The first record keeps the whole config, so a refusal can say what changed.
             "config": self.config if not self.state.records else None,
             "shard": shard,
-            "sample_ids": [r["sample_id"] for r in rows],
+            "sample_ids": [r.sample_id for r in rows],
             "completed": list(self.completed),
             "rejects": [asdict(rj) for res in done for rj in res.rejects],
-            "kept": {res.uid: len(res.rows) for res in done},
+            "kept": {res.uid: res.num_clips for res in done},
             "cpu_s": {res.uid: dict(res.cpu_s) for res in done},
             "wall_s": {res.uid: round(res.wall_s, 3) for res in done},
             "peak_rss_mb": {res.uid: round(res.peak_rss_mb, 1) for res in done},

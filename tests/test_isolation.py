@@ -55,7 +55,8 @@ def test_supervisor_turns_hangs_and_crashes_into_rejects_and_recovers(samples, s
         return res, time.monotonic() - t0
 
     good, _ = run("bending_tube")
-    assert len(good.rows) == 1 and not good.rejects
+    assert good.num_clips == 1 and not good.rejects
+    assert good.packed.sample_ids == ["bending_tube:a0:c0"] and good.cpu_s["pack"] > 0  # packed in the child
     assert good.peak_rss_mb > 50 and good.wall_s > 0
     first_child = supervisor._child.proc.pid
 
@@ -75,7 +76,7 @@ def test_supervisor_turns_hangs_and_crashes_into_rejects_and_recovers(samples, s
     # A fresh process takes the next asset, and gives the same row as the first process did.
     again, _ = run("bending_tube")
     assert supervisor._child.proc.pid != first_child
-    assert again.rows[0]["surface"].tobytes() == good.rows[0]["surface"].tobytes()
+    assert again.packed.pieces == good.packed.pieces
 
     # Memory: a limit below what the process needs kills it.
     oom, _ = run("bending_tube", memory=64 * 2**20)

@@ -1,5 +1,7 @@
 """Shard schema and the resume logic of the shard writer, on synthetic rows (no Ray, fast)."""
+import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -87,6 +89,25 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path, crash_after):
     rej = pq.read_table(tmp_path / "resumed" / "rejects.parquet").to_pylist()
     assert [(r["uid"], r["reason"]) for r in rej] == [("u1", "no_animation"), ("u2", "static"), ("u5", "no_animation")]
     assert full["funnel"]["clips_kept"] == 9 and full["funnel"]["assets_without_clips"] == 2
+
+
+def test_rows_packed_in_the_asset_process_give_the_same_shards(tmp_path):
+    """Workers send their rows packed (one Parquet file per row, pickled through Ray); the driver
+    only appends row groups: the shards are byte-identical to encoding the rows in one go."""
+    packed = []
+    for res in _results():
+        res.packed, res.rows = shards.pack(res.rows, DIMS), []
+        packed.append(pickle.loads(pickle.dumps(res, protocol=5)))
+    plain = _build(tmp_path / "plain", _results())
+    assert _build(tmp_path / "packed", packed)["shards"] == plain["shards"]
+    rows = [r for res in _results() for r in res.rows]
+    for s in plain["shards"]:  # and to encoding them in one go
+        data = (tmp_path / "plain" / s["path"]).read_bytes()
+        ids = pq.read_table(tmp_path / "plain" / s["path"]).column("sample_id").to_pylist()
+        assert data == shards.parquet_bytes(to_table([r for r in rows if r["sample_id"] in ids], DIMS))
+    wrong = AssetResult("u9", packed=shards.pack([_row("u9", 0)], dataclasses.replace(DIMS, Ns=0)))  # no sharp_surface
+    with pytest.raises(ValueError, match="does not have the expected schema"):
+        _build(tmp_path / "wrong", [wrong])
 
 
 def test_other_config_in_the_output_is_refused(tmp_path):
