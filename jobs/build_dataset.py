@@ -20,7 +20,13 @@ log = logging.getLogger("shapegen4d.build_dataset")
 def content_config(cfg: DatasetConfig) -> dict:
     """The part of the config that decides row contents (what config_digest covers)."""
     tree = config_lib.to_dict(cfg)
-    return {k: v for k, v in tree.items() if k not in RUNTIME_KEYS}
+    for key in RUNTIME_KEYS:
+        *parents, leaf = key.split(".")
+        node = tree
+        for k in parents:
+            node = node[k]
+        del node[leaf]
+    return tree
 
 
 def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:

@@ -43,6 +43,9 @@ class OutputConfig:
     name: str = "shapegen4d"
     rows_per_shard: int = 16
     overwrite: bool = False  # allow reusing an output folder built with a different config
+    # On resume, run again the assets earlier runs recorded as worker failures (worker/timeout,
+    # out_of_memory, worker_died), e.g. after raising limits.timeout_s or limits.memory_gb.
+    retry_failed: bool = False
 
 
 @dataclass
@@ -86,6 +89,7 @@ class DatasetConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
-# Sections that change how or where the job runs, never what a row contains: left out of the
-# config digest so moving a dataset job to a cluster keeps its digest (and its resume point).
-RUNTIME_KEYS = ("output", "ray", "mlflow")
+# Sections and keys that change how or where the job runs, never what a row contains: left out of
+# the config digest so moving a dataset job to a cluster, or giving slow assets more time
+# (then output.retry_failed=true), keeps its digest and its resume point.
+RUNTIME_KEYS = ("output", "ray", "mlflow", "limits.timeout_s", "limits.memory_gb", "limits.retries")

@@ -117,11 +117,13 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
     out.check_writable()
     refs, curate_rejects = sources.list_assets(cfg.source)
     state = shards.ResumeState.load(out, config_digest, cfg.output.overwrite, config)
-    done = state.completed
+    retry = state.worker_failed if cfg.output.retry_failed else set()
+    done = state.completed - retry
     pending = [r for r in refs if r.uid not in done]
     log.info(
-        "%d candidate assets, %d rejected on metadata, %d to process, %d already done (%s)",
-        len(refs) + len(curate_rejects), len(curate_rejects), len(pending), len(refs) - len(pending), out.uri,
+        "%d candidate assets, %d rejected on metadata, %d to process (%d of them worker failures retried: "
+        "output.retry_failed), %d already done (%s)", len(refs) + len(curate_rejects), len(curate_rejects),
+        len(pending), len(retry & {r.uid for r in pending}), len(refs) - len(pending), out.uri,
     )
     dims = process.dims(cfg)
     sink = shards.ShardSink(out, dims, cfg.output.rows_per_shard, config, config_digest, state)
@@ -154,6 +156,8 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
         _map_fn(cfg, config_digest),
         num_cpus=cfg.ray.cpus_per_asset,
         memory=int(cfg.ray.memory_per_asset_gb * 2**30),
+        # Ray 2.60 warns that remote args like this are deprecated but names no replacement for
+        # max_retries (ray_remote_args_fn is deprecated too); without it Ray Data retries forever.
         max_retries=cfg.limits.retries,
     )
     t0 = time.time()

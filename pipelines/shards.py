@@ -153,6 +153,17 @@ class ResumeState:
         return {uid for r in self.records for uid in r["completed"]}
 
     @property
+    def latest(self) -> dict[str, dict]:
+        """uid -> the journal record that completed it last (a retried asset is completed twice)."""
+        return {uid: r for r in self.records for uid in r["completed"]}
+
+    @property
+    def worker_failed(self) -> set[str]:
+        """Assets whose last attempt ended as a worker failure (timeout, out of memory, died)."""
+        return {rj["uid"] for uid, r in self.latest.items() for rj in r["rejects"]
+                if rj["uid"] == uid and rj["stage"] == "worker"}
+
+    @property
     def written_ids(self) -> set[str]:
         return {sid for r in self.records for sid in r["sample_ids"]}
 
@@ -307,9 +318,9 @@ def finalize(
     name: str,
 ) -> dict:
     """Write rejects.parquet and manifest.json from the journal; return the manifest."""
-    records = state.records
+    records, latest = state.records, state.latest
     rejects = sorted(
-        [asdict(r) for r in curate_rejects] + [rj for rec in records for rj in rec["rejects"]],
+        [asdict(r) for r in curate_rejects] + [rj for rec in records for rj in rec["rejects"] if latest[rj["uid"]] is rec],
         key=lambda r: (r["uid"], r["sample_id"], r["stage"]),
     )
     cols = ["uid", "sample_id", "stage", "reason", "detail"]
@@ -320,7 +331,7 @@ def finalize(
     splits: Counter = Counter()
     for s in shards:
         splits.update(s["splits"])
-    kept = {uid: n for rec in records for uid, n in rec["kept"].items()}
+    kept = {uid: rec["kept"][uid] for uid, rec in latest.items()}
     by_stage: dict[str, Counter] = defaultdict(Counter)
     for r in rejects:
         by_stage[r["stage"]][r["reason"]] += 1

@@ -133,3 +133,18 @@ def test_real_job_survives_hang_kill_segv_and_dead_ray_workers(samples, tmp_path
     assert sorted(want) == ["bending_tube", "morph_wave", "separating_parts", "swelling_sphere"]
     for uid, table in want.items():
         assert got[uid].equals(table), uid
+
+    # The failures were passing (here: the faults are gone). Giving assets more time changes no
+    # digest, and output.retry_failed=true re-runs exactly the four worker failures into the same
+    # folder: they are kept, their old rejects are gone, the earlier shards are untouched.
+    before = {s["path"]: s["sha256"] for s in m["shards"]}
+    retried = build_dataset.main(config_lib.load(DatasetConfig, None, [
+        f"source.path={src}", f"output.path={tmp_path / 'ds'}", *common, "limits.timeout_s=120", "output.retry_failed=true"]))
+    r = retried.manifest
+    assert retried.processed_this_run == 4 and retried.skipped_done == 5
+    assert pq.read_table(tmp_path / "ds" / "rejects.parquet").num_rows == 0
+    assert r["funnel"]["rejected_by_stage"] == {} and r["funnel"]["clips_kept"] == 9
+    assert {s["path"]: s["sha256"] for s in r["shards"][: len(before)]} == before
+    ids = [sid for s in r["shards"] for sid in pq.read_table(tmp_path / "ds" / s["path"]).column("sample_id").to_pylist()]
+    assert sorted(i.split(":")[0] for i in ids[len(before):]) == ["fault_hang", "fault_kill", "fault_rayalways", "fault_segv"]
+    assert len(ids) == len(set(ids)) == 9
