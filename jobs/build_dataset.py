@@ -1,7 +1,7 @@
 """Build the 4D training set: `python -m jobs.build_dataset --config jobs/configs/<name>.yaml [key=value ...]`.
 
 Writes <output.path>/manifest.json, rejects.parquet and data/shard-*.parquet (schema v1, see
-DESIGN.md), resuming from whatever an earlier run into the same output finished. Exit status:
+docs/design.md), resuming from whatever an earlier run into the same output finished. Exit status:
 0 when the job ran to completion (rejected assets included), 1 when it could not run (missing
 source, unwritable output, a different config in the output folder), 2 on a bad config key.
 """

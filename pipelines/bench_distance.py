@@ -2,7 +2,7 @@
 
     python -m pipelines.bench_distance [--repeats 2] [--max-queries 200000] [--resolutions 128 256]
 
-For each mesh (the real glTF samples from shared/assets, normalised like the pipeline does, a
+For each mesh (the real glTF samples in tests/data/gltf, normalised like the pipeline does, a
 4x-subdivided CesiumMan of ~19k faces, and ~205k faces of ten overlapping icospheres) it
 1. runs the watertight stage's compiled band kernel at resolution 256 and takes its band nodes
    (udf <= band_cells voxels) as the common query set;
@@ -29,7 +29,7 @@ from pipelines.normalize import NormalizeConfig, apply, clip_transform
 from pipelines.sdf import SdfConfig, raycasting_scene, sample_sdf
 from pipelines.watertight import WatertightConfig, band_udf, make_grid, make_watertight
 
-ASSETS = os.environ.get("SHAPEGEN4D_ASSETS", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets", "gltf"))
+ASSETS = os.environ.get("SHAPEGEN4D_ASSETS", os.path.join(os.path.dirname(__file__), "..", "tests", "data", "gltf"))
 
 
 def overlapping_spheres(n: int = 10, subdivisions: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

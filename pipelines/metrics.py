@@ -2,7 +2,7 @@
 
 Inputs are triangle meshes (vertices [V,3], faces [F,3]) of one clip, prediction and ground
 truth, BOTH IN THE CLIP'S NORMALISED FRAME ([-1,1]^3, the transform of the shard's
-`normalization` column; DESIGN.md "normalise"), so every distance below is in those units (the
+`normalization` column; docs/design.md "Data contract"), so every distance below is in those units (the
 cube is 2 wide). The ground truth is the watertight mesh of each frame; occupancy (IoU) assumes
 both meshes are closed, as marching-cubes output and the watertight stage's meshes are.
 

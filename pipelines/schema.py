@@ -1,4 +1,4 @@
-"""Shard schema v1 (DESIGN.md "Data contract"): one row = one clip of T frames.
+"""Shard schema v1 (docs/design.md "Data contract"): one row = one clip of T frames.
 
 Every array column is an Arrow canonical fixed-shape tensor (or a fixed-size list for 1-D
 data), so `pyarrow.parquet.read_table(f).column(c).combine_chunks().to_numpy_ndarray()`

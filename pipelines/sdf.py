@@ -6,7 +6,7 @@ clip's [-1,1]^3 frame). Two point sets per frame, both float32 [n,4] = xyz + sig
 - near: area-weighted surface samples plus isotropic Gaussian noise, the count split evenly over
   `near_sigmas` (DeepSDF/Dora style: most supervision where the surface is decided).
 
-Method (STACK-NOTES "Watertight and SDF", re-measured here): open3d's RaycastingScene gives the
+Method (docs/design.md "Watertight meshes and SDF", re-measured here): open3d's RaycastingScene gives the
 exact unsigned distance (Embree BVH closest point) and the inside test by ray parity, which is
 exact on a watertight mesh; 3 rays per point with a majority vote guard against a ray grazing an
 edge or vertex. Winding numbers or pseudo-normals are not needed because the mesh is already

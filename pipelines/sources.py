@@ -103,7 +103,7 @@ class SourceConfig:
     # Objaverse ones in (metadata file, uid) order so a small limit reads few metadata files.
     limit: int = 0
     max_vertices: int = 500_000  # 0 = no bound; glTF splits vertices at seams, so above max_faces
-    max_faces: int = 300_000  # 0 = no bound; watertight/SDF cost grows with it (STACK-NOTES)
+    max_faces: int = 300_000  # 0 = no bound; watertight/SDF cost grows with it (docs/design.md)
     min_faces: int = 100  # below this an asset is too crude to learn shape from
     licenses: list[str] = field(default_factory=lambda: list(DEFAULT_LICENSES))
     require_animation: bool = True

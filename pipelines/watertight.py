@@ -48,7 +48,7 @@ class WatertightConfig:
     eps_cells: float = 1.0  # the output is the udf = eps level set (eps in voxels); >= 0.5, see module doc
     band_cells: float = 2.0  # exact distance up to this many voxels from the triangles; >= eps_cells + 1
     # Keep the connected components whose area is at least this fraction of the largest one's:
-    # 1.0 keeps only the largest (DESIGN.md; removes floaters), 0 keeps every part.
+    # 1.0 keeps only the largest (docs/design.md; removes floaters), 0 keeps every part.
     min_component_ratio: float = 1.0
     marching_cubes: Literal["skimage", "mcubes"] = "skimage"  # Lewiner (~1.5x faster here) or PyMCubes
 

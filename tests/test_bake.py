@@ -1,5 +1,5 @@
 """glTF reading and animation baking against analytic answers on tiny hand-built files, plus
-every real sample asset in shared/assets/gltf."""
+every real sample asset in tests/data/gltf."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +14,7 @@ from pipelines import bake
 from pipelines.errors import AssetError
 from pipelines.gltf_io import load_gltf
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
+ASSETS = Path(__file__).resolve().parent / "data" / "gltf"  # Khronos glTF samples, licences in LICENSES.md
 CTYPES = {np.dtype(np.int8): 5120, np.dtype(np.uint8): 5121, np.dtype(np.int16): 5122,
           np.dtype(np.uint16): 5123, np.dtype(np.uint32): 5125, np.dtype(np.float32): 5126}
 TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}

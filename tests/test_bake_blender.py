@@ -32,7 +32,7 @@ from pipelines.gltf_io import Gltf, load_gltf
 from pipelines.surface import sample_surface
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
+ASSETS = Path(__file__).resolve().parent / "data" / "gltf"
 TOLERANCE = 1e-4  # max point-to-surface distance, relative to the frame's bbox diagonal
 MAX_TIMES = 12  # per animation, to keep the whole test well under a minute
 

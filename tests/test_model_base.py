@@ -12,7 +12,7 @@ from model.checkpoint import CheckpointError, load_base, save_base
 from model.dit import timestep_embedding
 from model.vae import SelfAttention, fps_queries
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # built from the official code, see its README
 
 
 @pytest.mark.parametrize(

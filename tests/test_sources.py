@@ -23,7 +23,7 @@ from pipelines.errors import AssetError
 from pipelines.gltf_io import load_gltf
 from pipelines.sources import AssetRef, SourceConfig, fetch, list_assets, prefetch
 
-GLTF = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
+GLTF = Path(__file__).resolve().parent / "data" / "gltf"
 
 
 def _uid(name: str) -> str:
