@@ -15,7 +15,8 @@ Choices the spec leaves open, documented here:
 - Faces whose three indices are not distinct (strip restarts, degenerate data) are dropped, and
   so are vertices no triangle uses (primitives often index a shared vertex buffer).
 - Colours: material baseColorFactor (or KHR_materials_pbrSpecularGlossiness diffuseFactor)
-  times COLOR_0. Textures are NOT sampled (no texture mean colour).
+  times COLOR_0, per vertex. Textures are left to the renderer: the bake keeps each vertex's
+  TEXCOORD_0/1 and each face's material (pipelines.materials reads the images).
 - A skinned vertex whose weights sum to 0 is not deformed by the skin: it follows the mesh
   node's world transform, like a vertex outside every vertex group in Blender.
 
@@ -76,6 +77,8 @@ class Baked:
     faces: np.ndarray  # [F,3] int64
     colors: np.ndarray  # [V,4] float32 RGBA, linear
     times: np.ndarray  # [T] float64 seconds
+    texcoords: np.ndarray | None = None  # [V,2,2] float32: TEXCOORD_0/1 per vertex, NaN where a primitive has none
+    face_material: np.ndarray | None = None  # [F] int32 glTF material index per face, -1 = none
     skipped_primitives: int = 0  # points/lines/no-POSITION primitives left out
 
 
@@ -485,7 +488,7 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
 
     world = _world_matrices(g, channels, times)
     T = len(times)
-    verts, faces, colors, offset = [], [], [], 0
+    verts, faces, colors, uvs, face_mat, offset = [], [], [], [], [], 0
     for n, node, mesh, prim, used, pos, tri in prims:
         count = int(g.item("accessors", prim["attributes"]["POSITION"])["count"])
         points = np.broadcast_to(pos, (T, *pos.shape))
@@ -510,6 +513,15 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
         verts.append(v)
         faces.append(tri + offset)
         colors.append(_colors(g, prim, count, used))
+        uv = np.full((len(used), 2, 2), np.nan, np.float32)
+        for k in (0, 1):
+            if f"TEXCOORD_{k}" in prim["attributes"]:
+                t = _vertex_attr(g, prim["attributes"][f"TEXCOORD_{k}"], count)[used]
+                if t.shape[1] != 2:
+                    raise _corrupt(f"TEXCOORD_{k} must be VEC2")
+                uv[:, k] = t
+        uvs.append(uv)
+        face_mat.append(np.full(len(tri), prim.get("material", -1), np.int32))
         offset += len(pos)
 
     vertices = np.concatenate(verts, axis=1)
@@ -526,4 +538,6 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
         colors=np.concatenate(colors, axis=0),
         times=times,
         skipped_primitives=skipped,
+        texcoords=np.concatenate(uvs, axis=0),
+        face_material=np.concatenate(face_mat),
     )

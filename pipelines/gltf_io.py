@@ -103,7 +103,7 @@ SUPPORTED_REQUIRED_EXTENSIONS = {
 }
 SUPPORTED_REQUIRED_PREFIXES = ("KHR_materials_",)
 
-ExternalReader = Callable[[str, int], bytes]
+ExternalReader = Callable[[str, "int | None"], bytes]  # (relative path, byteLength or None: whole file)
 
 
 def _err(reason: str, detail: str) -> AssetError:
@@ -180,6 +180,26 @@ class Gltf:
             source = bytes(data[:declared])
         self._buffers[index] = source
         return source
+
+    def image(self, index: int) -> bytes:
+        """The encoded bytes of image `index`: from its bufferView, a `data:` URI, or an external
+        file read through the same confined reader as buffers (at most limits.max_file_mb)."""
+        img = self.item("images", index)
+        if "bufferView" in img:
+            return bytes(self.buffer_view(img["bufferView"])[0])
+        uri = img.get("uri")
+        if not isinstance(uri, str):
+            raise _err("corrupt_file", f"image {index} has neither a bufferView nor a uri")
+        if uri.startswith("data:"):
+            return _decode_data_uri(uri, index)
+        if self._read_external is None:
+            raise _err("missing_image", f"image {index} is external ({uri!r}) and no reader was given")
+        try:
+            return self._read_external(urllib.parse.unquote(uri), None)
+        except AssetError:
+            raise  # the reader's own verdict (unsafe_uri, too_large, ...) stands
+        except (OSError, KeyError, ValueError) as e:
+            raise _err("missing_image", f"image {index} ({uri!r}) could not be read: {e}") from e
 
     def buffer_view(self, index: int) -> tuple[memoryview, int]:
         """The bytes of a bufferView and its byteStride (0 when tightly packed)."""

@@ -1,7 +1,8 @@
 """A small glTF 2.0 writer: numpy arrays -> .glb bytes (or .gltf + external .bin).
 
 Enough of the specification to write test and demo assets: meshes with several triangle
-primitives (POSITION, NORMAL, COLOR_0, uint32 indices, a material's baseColorFactor), a node
+primitives (POSITION, NORMAL, TEXCOORD_0/1, COLOR_0, uint32 indices), materials (base colour
+factor and texture, emissive, alpha mode, KHR_texture_transform), embedded images, a node
 hierarchy with TRS, skins (any number of JOINTS_n/WEIGHTS_n sets), morph targets (POSITION
 deltas, default weights) and animations of translation/rotation/scale/weights with LINEAR,
 STEP or CUBICSPLINE samplers.
@@ -45,6 +46,7 @@ class Primitive:
     faces: np.ndarray  # [F,3] vertex indices (written as uint32)
     normals: np.ndarray | None = None  # [V,3], normalised on write
     colors: np.ndarray | None = None  # [V,3] or [V,4] linear RGB(A) in [0,1]
+    texcoords: Sequence[np.ndarray] = ()  # TEXCOORD_0, TEXCOORD_1, ...: [V,2] each
     joints: np.ndarray | None = None  # [V,K] joint indices into the skin's joints list
     weights: np.ndarray | None = None  # [V,K]; K is padded to a multiple of 4 -> JOINTS_n/WEIGHTS_n
     targets: Sequence[np.ndarray] = ()  # morph targets, each POSITION deltas [V,3]
@@ -70,7 +72,8 @@ class GltfBuilder:
     _bin: bytearray = field(default_factory=bytearray)
     _doc: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {k: [] for k in (
-            "accessors", "bufferViews", "materials", "meshes", "nodes", "skins", "animations")}
+            "accessors", "bufferViews", "images", "samplers", "textures", "materials", "meshes", "nodes", "skins",
+            "animations")}
     )
     _roots: list[int] = field(default_factory=list)
     _inputs: dict[bytes, int] = field(default_factory=dict)  # keyframe times shared between samplers
@@ -113,8 +116,39 @@ class GltfBuilder:
 
     # ------------------------------------------------------------------ scene content
 
+    def add_image(self, data: bytes, mime_type: str = "image/png", uri: str | None = None) -> int:
+        """An image embedded in the buffer (or, with `uri`, referenced as an external file)."""
+        if uri is not None:
+            self._doc["images"].append({"uri": uri})
+        else:
+            while len(self._bin) % 4:
+                self._bin.append(0)
+            self._doc["bufferViews"].append({"buffer": 0, "byteOffset": len(self._bin), "byteLength": len(data)})
+            self._bin += data
+            self._doc["images"].append({"bufferView": len(self._doc["bufferViews"]) - 1, "mimeType": mime_type})
+        return len(self._doc["images"]) - 1
+
+    def add_texture(self, image: int, wrap: tuple[int, int] | None = None, filters: tuple[int, int] | None = None) -> int:
+        """A texture of `image`; `wrap` = (wrapS, wrapT) and `filters` = (magFilter, minFilter), GL enums."""
+        tex: dict[str, Any] = {"source": image}
+        if wrap is not None or filters is not None:
+            sampler: dict[str, Any] = {}
+            if wrap is not None:
+                sampler["wrapS"], sampler["wrapT"] = wrap
+            if filters is not None:
+                sampler["magFilter"], sampler["minFilter"] = filters
+            self._doc["samplers"].append(sampler)
+            tex["sampler"] = len(self._doc["samplers"]) - 1
+        self._doc["textures"].append(tex)
+        return len(self._doc["textures"]) - 1
+
     def add_material(self, base_color: Sequence[float] = (0.8, 0.8, 0.8, 1.0), name: str = "",
-                     metallic: float = 0.0, roughness: float = 0.8, double_sided: bool = False) -> int:
+                     metallic: float = 0.0, roughness: float = 0.8, double_sided: bool = False,
+                     base_color_texture: dict | None = None, emissive: Sequence[float] | None = None,
+                     emissive_texture: dict | None = None, alpha_mode: str | None = None,
+                     alpha_cutoff: float | None = None) -> int:
+        """Texture references are glTF textureInfo objects: {"index": t, "texCoord": n,
+        "extensions": {"KHR_texture_transform": {...}}} (written as given)."""
         mat: dict[str, Any] = {
             "pbrMetallicRoughness": {
                 "baseColorFactor": [_num(c) for c in base_color],
@@ -122,6 +156,16 @@ class GltfBuilder:
                 "roughnessFactor": _num(roughness),
             }
         }
+        if base_color_texture is not None:
+            mat["pbrMetallicRoughness"]["baseColorTexture"] = base_color_texture
+        if emissive is not None:
+            mat["emissiveFactor"] = [_num(c) for c in emissive]
+        if emissive_texture is not None:
+            mat["emissiveTexture"] = emissive_texture
+        if alpha_mode is not None:
+            mat["alphaMode"] = alpha_mode
+        if alpha_cutoff is not None:
+            mat["alphaCutoff"] = _num(alpha_cutoff)
         if name:
             mat["name"] = name
         if double_sided:
@@ -158,6 +202,8 @@ class GltfBuilder:
             n = np.asarray(p.normals, np.float32).astype(np.float64)
             n = n / np.linalg.norm(n, axis=1, keepdims=True)
             attrs["NORMAL"] = self.add_accessor(n, FLOAT, ARRAY_BUFFER)
+        for k, uv in enumerate(p.texcoords):
+            attrs[f"TEXCOORD_{k}"] = self.add_accessor(np.asarray(uv, np.float64), FLOAT, ARRAY_BUFFER)
         if p.colors is not None:
             attrs["COLOR_0"] = self.add_accessor(np.clip(p.colors, 0.0, 1.0), FLOAT, ARRAY_BUFFER)
         if (p.joints is None) != (p.weights is None):
@@ -275,6 +321,9 @@ class GltfBuilder:
         for key, items in self._doc.items():
             if items:
                 doc[key] = json.loads(json.dumps(items))  # deep copy
+        used = sorted(e for e in ("KHR_texture_transform",) if f'"{e}"' in json.dumps(self._doc["materials"]))
+        if used:
+            doc["extensionsUsed"] = used
         if self._bin:
             buf: dict[str, Any] = {"byteLength": len(self._bin)}
             if buffer_uri is not None:

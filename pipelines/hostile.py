@@ -15,6 +15,8 @@ without allocating what the file merely declares, and without hanging:
 - sizes above `limits.*` (an external .bin over max_file_mb, with its byteLength declared or
   not; accessor, vertex, morph, node, joint and keyframe counts declared in the JSON with no bytes
   behind them): ("read", "too_large"), the detail naming a `limits.<key>` of `TOO_LARGE_KEYS`;
+- texture images: an image URI out of the folder or missing, a PNG header declaring more than
+  limits.max_texture_pixels, bytes no decoder reads, a texture with only a KTX2 (basisu) source;
 - malformed declarations and containers (negative or non-integer counts, bad strides, views
   outside their buffer, a buffer longer than its BIN chunk or data: URI, sparse blocks larger than
   their accessor, an index accessor declaring far more faces than its bytes hold, NaN or decreasing
@@ -91,6 +93,7 @@ TOO_LARGE_KEYS: dict[str, tuple[str, ...]] = {
     "nodes_huge": ("max_nodes",),
     "joints_huge": ("max_joints",),
     "keyframes_huge": ("max_keyframes", "max_accessor_elements"),
+    "image_png_huge_header": ("max_texture_pixels",),
 }
 
 Expected = tuple[str, str]
@@ -287,6 +290,57 @@ def _uri_cases(ctx: _Ctx) -> dict[str, tuple[str, Expected]]:
         rel = ctx.write(f"{URI_DIR}/{case}/asset.gltf", dumps(doc))
         ctx.write(f"{URI_DIR}/{case}/asset.bin", bytes(buf) + b"\0" * (big - len(buf)))
         out[case] = (rel, TOO_LARGE)
+    return out
+
+
+def _textured(image: dict[str, Any], image_bytes: bytes | None = None, texture_ext: dict | None = None) -> tuple[dict, bytearray]:
+    """The base asset with a base colour texture whose image is `image` (a glTF image object;
+    with `image_bytes`, embedded through a new bufferView)."""
+    doc, buf = _base()
+    if image_bytes is not None:
+        image = {**image, "bufferView": append_view(doc, buf, image_bytes)}
+    doc["images"] = [image]
+    doc["textures"] = [{"source": 0} if texture_ext is None else {"extensions": texture_ext}]
+    doc["materials"] = [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}]
+    doc["meshes"][0]["primitives"][0]["material"] = 0
+    doc["buffers"][0]["byteLength"] = len(buf)
+    return doc, buf
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGBA pixels and holds none."""
+    import zlib
+
+    def png_chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)) \
+        + png_chunk(b"IEND", b"")
+
+
+def _image_cases(ctx: _Ctx) -> dict[str, tuple[str, Expected]]:
+    """Texture images go through the same confined reader as buffers, and are checked from their
+    header before they are decoded."""
+    out: dict[str, tuple[str, Expected]] = {}
+    for case, uri, expected in (
+        ("image_uri_dotdot", f"../../{SECRET_FILE}", UNSAFE),
+        ("image_uri_proc_environ", "/proc/self/environ", UNSAFE),
+        ("image_uri_missing", "missing.png", ("read", "missing_image")),
+    ):
+        doc, buf = _textured({"uri": uri})
+        rel = ctx.write(f"{URI_DIR}/{case}/asset.gltf", dumps({**doc, "buffers": [{
+            "byteLength": len(buf), "uri": "asset.bin"}]}))
+        ctx.write(f"{URI_DIR}/{case}/asset.bin", bytes(buf))
+        out[case] = (rel, expected)
+    side = int(math.isqrt(int(ctx.limit("max_texture_pixels")))) + 2
+    for case, (image, data, ext), expected in (
+        ("image_png_huge_header", ({"mimeType": "image/png"}, _png_header(side, side), None), TOO_LARGE),
+        ("image_corrupt", ({"mimeType": "image/png"}, b"\x89PNG\r\n\x1a\n not really", None), ("read", "corrupt_image")),
+        ("texture_basisu_only", ({"mimeType": "image/ktx2"}, b"\xabKTX 20\xbb\r\n\x1a\n",
+                                 {"KHR_texture_basisu": {"source": 0}}), ("render", "unsupported_texture")),
+    ):
+        doc, buf = _textured(image, data, ext)
+        out[case] = (ctx.write(f"{case}.glb", pack_glb(doc, bytes(buf))), expected)
     return out
 
 
@@ -532,6 +586,7 @@ def write_corpus(folder: str | Path, limits_overrides: dict[str, Any] | None = N
 
     corpus: Corpus = {}
     corpus.update(_uri_cases(ctx))
+    corpus.update(_image_cases(ctx))
     for case, (data, expected) in _declared_size_cases(ctx).items():
         corpus[case] = (ctx.write(f"{case}.glb", data), expected)
     for case, (data, expected) in _structure_cases().items():

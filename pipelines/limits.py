@@ -28,6 +28,7 @@ class LimitsConfig:
     max_nodes: int = 100_000
     max_joints: int = 65_536  # joints summed over every skin
     max_keyframes: int = 4_000_000  # keyframes summed over every sampler of the animation
+    max_texture_pixels: int = 8192 * 8192  # width x height of one texture image, from its header
     # The asset process: wall-clock seconds and resident memory (0 = ray.memory_per_asset_gb).
     # A 327,680-face skinned asset takes 22.5 CPU-s (20 s wall) per clip at the paper's sizes on one
     # core here (README "Limits"): 600 s is ~25x that, room for slow CPUs and multi-clip assets.

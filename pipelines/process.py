@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines import bake, gltf_io, normalize, queries, render, sdf, sharp, sources, surface, watertight
+from pipelines import bake, gltf_io, materials, normalize, queries, render, sdf, sharp, sources, surface, watertight
 from pipelines.config import ClipConfig, DatasetConfig, SplitConfig
 from pipelines.errors import AssetError
 from pipelines.records import AssetResult, Reject
@@ -165,6 +165,12 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
     with timer("bake"):
         baked = bake.bake(gltf, plan.animation_index, plan.times, cfg.bake)
         faces = baked.faces
+    with timer("render"):  # textures are read and checked before any costly stage
+        look = None
+        if cfg.render.textures:
+            mats = materials.load(gltf, np.unique(baked.face_material), cfg.limits.max_texture_pixels,
+                                  cfg.render.max_texture_size)
+            look = render.Appearance(baked.texcoords, baked.face_material, mats)
     with timer("normalize"):
         center, scale = normalize.clip_transform(baked.vertices, cfg.normalize)
         verts_TV3 = normalize.apply(baked.vertices, center, scale)
@@ -224,7 +230,7 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
                 q_TQ6[t] = queries.project(q_TQ6[t], scene)
 
     with timer("render"):
-        video = render.render_clip(verts_TV3, faces, baked.colors, cfg.render, rng)
+        video = render.render_clip(verts_TV3, faces, baked.colors, cfg.render, rng, look)
 
     row.update(
         sample_id=sample_id,

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipelines import surface
+from pipelines import materials, surface
 
 # Debian/Ubuntu packages per platform, named in the RuntimeError when rendering cannot start.
 EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"
@@ -55,10 +55,21 @@ class RenderConfig:
     # auto: $PYOPENGL_PLATFORM if set, else EGL if it initialises, else OSMesa; one platform per process.
     platform: Literal["auto", "egl", "osmesa"] = "auto"
     color: tuple[float, float, float] = (0.75, 0.75, 0.75)  # linear RGB when the asset has no colours
+    textures: bool = True  # the materials' base colour / emissive textures (False: vertex colours only)
+    max_texture_size: int = 2048  # larger textures are downscaled first (frames are 518 px)
     # Lights, fixed in the camera's frame (tuned by eye on grey spheres: shape reads, nothing clips).
     ambient: float = 0.2  # linear
     key_light: float = 2.5  # directional, from the camera's upper left
     fill_light: float = 1.0  # directional, from the camera's right, slightly below
+
+
+@dataclass
+class Appearance:
+    """What a clip looks like beyond vertex colours (bake.Baked + materials.load)."""
+
+    texcoords_V22: np.ndarray  # TEXCOORD_0/1 per vertex
+    face_material_F: np.ndarray  # glTF material index per face (-1: the default material)
+    materials: dict[int, materials.Material]
 
 
 @dataclass
@@ -284,12 +295,15 @@ def render_clip(
     colors_V4: np.ndarray | None,
     cfg: RenderConfig,
     rng: np.random.Generator,
+    appearance: Appearance | None = None,
 ) -> RenderedClip:
     """Render T frames of one topology from one camera; `rng` is drawn only for camera="random".
 
-    colors_V4: per-vertex linear RGBA in [0,1] (alpha is ignored: the conditioning shows the whole
-    shape), or None for `cfg.color`. Faces are drawn double-sided (source meshes are often open or
-    inconsistently wound) with smooth area-weighted normals recomputed per frame.
+    colors_V4: per-vertex linear RGBA in [0,1] (the material's base colour factor x COLOR_0), or
+    None for `cfg.color`. `appearance` adds each face's material: base colour and emissive
+    textures sampled at the vertices' UVs, and its alpha mode (OPAQUE ignores alpha, MASK cuts
+    out what is below the cutoff, BLEND blends). Faces are drawn double-sided (source meshes are
+    often open or inconsistently wound) with smooth area-weighted normals recomputed per frame.
     """
     verts = np.asarray(vertices_TV3, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
@@ -309,15 +323,19 @@ def render_clip(
     distance = fit_distance(azimuth, elevation, cfg.yfov_deg, cfg.fill)
     pose = camera_pose(azimuth, elevation, distance)
     if colors_V4 is None:
-        rgb = np.tile(np.asarray(cfg.color, np.float32), (verts.shape[1], 1))
+        rgba = np.concatenate([np.tile(np.asarray(cfg.color, np.float32), (verts.shape[1], 1)),
+                               np.ones((verts.shape[1], 1), np.float32)], axis=1)
     else:
-        rgb = np.asarray(colors_V4, np.float32)[:, :3]
-    colors = np.ascontiguousarray(np.concatenate([rgb, np.ones((len(rgb), 1), np.float32)], axis=1))
+        rgba = np.asarray(colors_V4, np.float32)
+    if appearance is None or not cfg.textures:
+        appearance = Appearance(np.zeros((verts.shape[1], 2, 2), np.float32), np.full(len(faces), -1),
+                                {-1: materials.Material()})
 
     with _LOCK:
         renderer = _renderer(cfg.resolution, cfg.platform)
         import pyrender
 
+        parts = [_part(pyrender, faces, rgba, appearance, m) for m in np.unique(appearance.face_material_F)]
         scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(cfg.ambient,) * 3)
         depth = distance - _CUBE @ pose[:3, 2]  # the cube's corner depths bound every vertex's depth
         camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cfg.yfov_deg), aspectRatio=1.0,
@@ -326,18 +344,73 @@ def render_clip(
         # Lights are fixed in the camera's frame, so every clip and view is shaded alike.
         scene.add(pyrender.DirectionalLight(intensity=cfg.key_light), pose=_light_pose(pose, [-1.0, 1.0, 0.8]))
         scene.add(pyrender.DirectionalLight(intensity=cfg.fill_light), pose=_light_pose(pose, [1.0, -0.2, 0.6]))
-        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=0.0,
-                                                      roughnessFactor=0.7, doubleSided=True)
         png, node = [], None
         for v in verts:
-            # Build the primitive directly (not via trimesh): exact normals, no processing, and no
+            normals = surface.vertex_normals(v, faces).astype(np.float32)
+            v32 = v.astype(np.float32)
+            # Primitives built directly (not via trimesh): exact normals, no processing, and no
             # pyrender bounds call, whose np.infty numpy 2 removed (Mesh.bounds is reached only
             # through Scene.bounds, used for shadows and the viewer, neither of which runs here).
-            prim = pyrender.Primitive(positions=v.astype(np.float32), normals=surface.vertex_normals(v, faces).astype(np.float32),
-                                      indices=faces.astype(np.uint32), color_0=colors, material=material)
+            prims = [pyrender.Primitive(positions=v32[p.vertices], normals=normals[p.vertices], indices=p.faces,
+                                        color_0=p.colors, texcoord_0=p.uv, material=p.material) for p in parts]
             if node is not None:
                 scene.remove_node(node)  # the renderer frees its GL buffers on the next render
-            node = scene.add(pyrender.Mesh([prim]))
-            rgba, _ = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
-            png.append(_png(np.ascontiguousarray(rgba)))
+            node = scene.add(pyrender.Mesh(prims))
+            rgba_img, _ = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
+            png.append(_png(np.ascontiguousarray(rgba_img)))
     return RenderedClip(png, intrinsics(cfg.resolution, cfg.yfov_deg), opencv_extrinsics(pose), azimuth, elevation, distance)
+
+
+@dataclass
+class _Part:
+    """The faces of one material, on their own vertices (positions and normals change per frame)."""
+
+    vertices: np.ndarray  # [v] indices into the clip's vertices
+    faces: np.ndarray  # [f,3] uint32 into `vertices`
+    colors: np.ndarray  # [v,4] float32
+    uv: np.ndarray | None  # [v,2] float32, OpenGL's texture origin (v flipped from glTF's)
+    material: Any
+
+
+def _part(pyrender, faces: np.ndarray, rgba: np.ndarray, appearance: Appearance, index: int) -> _Part:
+    mat = appearance.materials[int(index)]
+    f = faces[appearance.face_material_F == index]
+    # pyrender multiplies vertex colours into the emissive term too: the vertices carry COLOR_0
+    # alone (the bake's colours over the material's factor) and the factor goes to the material.
+    factor = np.asarray(mat.base_color_factor, np.float32)
+    colors = np.divide(rgba, factor, out=np.ones_like(rgba), where=factor > 0)
+    if mat.alpha_mode == "MASK" and mat.base_color is None:  # a face is cut out by its vertex alpha
+        f = f[(colors[f, 3] >= mat.alpha_cutoff).any(axis=1)]
+    used, local = np.unique(f, return_inverse=True)
+    colors = np.ascontiguousarray(colors[used])
+    base_alpha = float(np.median(colors[:, 3]) * factor[3]) if len(colors) else 1.0
+    if mat.alpha_mode != "BLEND":
+        colors[:, 3] = 1.0  # OPAQUE ignores alpha; MASK is resolved into the texture below
+    uv, base, emissive = None, None, None
+    if mat.base_color is not None:
+        uv = mat.uv(appearance.texcoords_V22[used])
+        uv[:, 1] = 1.0 - uv[:, 1]  # glTF's v runs down the image; pyrender uploads it with v up
+        base = _gl_texture(pyrender, mat.base_color, mat.alpha_mode, mat.alpha_cutoff, base_alpha)
+    if mat.emissive is not None and mat.emissive_uv == mat.base_color_uv:
+        emissive = _gl_texture(pyrender, mat.emissive, "OPAQUE", 0.0, 1.0)
+    # pyrender's shader multiplies the emissive factor in twice (factor x texture x factor):
+    # its square root gives the factor once.
+    material = pyrender.MetallicRoughnessMaterial(
+        baseColorFactor=tuple(float(c) for c in factor[:3]) + (float(factor[3]) if mat.alpha_mode == "BLEND" else 1.0,),
+        baseColorTexture=base, metallicFactor=0.0, roughnessFactor=0.7,
+        emissiveFactor=tuple(float(np.sqrt(max(c, 0.0))) for c in mat.emissive_factor), emissiveTexture=emissive,
+        alphaMode="BLEND" if mat.alpha_mode in ("MASK", "BLEND") else "OPAQUE", doubleSided=True)
+    return _Part(used, local.reshape(-1, 3).astype(np.uint32), colors, uv, material)
+
+
+def _gl_texture(pyrender, tex: materials.Texture, alpha_mode: str, cutoff: float, factor_alpha: float):
+    rgba = tex.rgba
+    if alpha_mode == "OPAQUE":
+        rgba = rgba.copy()
+        rgba[..., 3] = 255
+    elif alpha_mode == "MASK":  # texels fully in or out; pyrender has no cutoff of its own
+        rgba = rgba.copy()
+        rgba[..., 3] = np.where(rgba[..., 3] / 255.0 * factor_alpha >= cutoff, 255, 0)
+    sampler = pyrender.Sampler(magFilter=tex.mag_filter, minFilter=tex.min_filter or 9987,  # LINEAR_MIPMAP_LINEAR
+                               wrapS=tex.wrap_s, wrapT=tex.wrap_t)
+    return pyrender.Texture(source=np.ascontiguousarray(rgba), source_channels="RGBA", sampler=sampler)
