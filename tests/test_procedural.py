@@ -15,6 +15,7 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
+from PIL import Image
 
 from pipelines import bake, gltf_io, normalize, procedural, queries, surface, watertight
 from pipelines.errors import AssetError
@@ -61,9 +62,16 @@ def _positions_from_file(glb: bytes) -> np.ndarray:
 
 def _feature_asset() -> GltfBuilder:
     """Every writer feature in one file: 2 meshes (one with 2 primitives), hierarchy, a skin
-    with 6 influences (JOINTS_1), morph targets, and LINEAR/STEP/CUBICSPLINE samplers."""
+    with 6 influences (JOINTS_1), morph targets, LINEAR/STEP/CUBICSPLINE samplers, and a textured
+    material (embedded PNG, sampler, TEXCOORD_0/1, KHR_texture_transform, emissive, MASK)."""
     b = GltfBuilder()
     m0, m1 = b.add_material((1, 0, 0, 1)), b.add_material((0, 0.5, 1, 0.5), double_sided=True)
+    png = io.BytesIO()
+    Image.fromarray(np.arange(4 * 4 * 4, dtype=np.uint8).reshape(4, 4, 4)).save(png, format="PNG")
+    tex = b.add_texture(b.add_image(png.getvalue()), wrap=(33648, 33071), filters=(9728, 9987))
+    m2 = b.add_material(base_color_texture={"index": tex, "texCoord": 1, "extensions": {"KHR_texture_transform": {
+        "offset": [0.5, 0.0], "rotation": 0.3, "scale": [2.0, 1.0]}}}, emissive=(0.2, 0.1, 0.0),
+        emissive_texture={"index": tex}, alpha_mode="MASK", alpha_cutoff=0.3)
     v, f = procedural.box_grid((1.0, 1.0, 1.0), (2, 2, 2))
     s, sf = procedural.uv_sphere(0.5, 6, 8)
     bump = np.stack([np.zeros(len(v)), v[:, 0], np.zeros(len(v))], 1)
@@ -78,7 +86,9 @@ def _feature_asset() -> GltfBuilder:
     ibm[:, 1, 3] = -0.2 * np.arange(6)
     skin = b.add_skin(joints, ibm, skeleton=joints[0])
     w = np.tile(np.arange(1.0, 7.0), (len(s), 1))
-    mesh_b = b.add_mesh([Primitive(s, sf, joints=np.tile(np.arange(6), (len(s), 1)), weights=w)])
+    uv = (s[:, :2] + 0.5).clip(0, 1)
+    mesh_b = b.add_mesh([Primitive(s, sf, joints=np.tile(np.arange(6), (len(s), 1)), weights=w, texcoords=[uv, 1 - uv],
+                                   material=m2)])
     a = b.add_node(mesh=mesh_a, translation=(1, 2, 3), rotation=(0, 0, 0.6, 0.8), scale=(1, 2, 1))
     b.add_node(mesh=mesh_b, skin=skin)
     t = np.array([0.0, 0.5, 1.0])
