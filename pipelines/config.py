@@ -12,6 +12,7 @@ from typing import Literal
 from pipelines.bake import BakeConfig
 from pipelines.limits import LimitsConfig
 from pipelines.normalize import MotionConfig, NormalizeConfig
+from pipelines.quality import QualityConfig
 from pipelines.queries import QueryConfig
 from pipelines.render import RenderConfig
 from pipelines.sdf import SdfConfig
@@ -82,6 +83,7 @@ class DatasetConfig:
     sharp: SharpConfig = field(default_factory=SharpConfig)
     watertight: WatertightConfig = field(default_factory=WatertightConfig)
     sdf: SdfConfig = field(default_factory=SdfConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

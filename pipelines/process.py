@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines import bake, gltf_io, materials, normalize, queries, render, sdf, sharp, sources, surface, watertight
+from pipelines import bake, gltf_io, materials, normalize, quality, queries, render, sdf, sharp, sources, surface, watertight
 from pipelines.config import ClipConfig, DatasetConfig, SplitConfig
 from pipelines.errors import AssetError
 from pipelines.records import AssetResult, Reject
 from pipelines.schema import SCHEMA_VERSION, Dims
 
-STAGES = ("fetch", "read", "bake", "normalize", "queries", "motion", "sharp", "watertight", "surface", "sdf", "render")
+STAGES = ("fetch", "read", "bake", "normalize", "queries", "motion", "sharp", "watertight", "surface", "sdf", "quality",
+          "render")
 
 
 def dims(cfg: DatasetConfig) -> Dims:
@@ -178,11 +179,15 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
     with timer("motion"):
         # Area-uniform points carried through the animation measure how much the shape moves.
         probe = surface.sample_barycentric(verts_TV3[0], faces, 4096, rng)
-        motion_mean, motion_max = normalize.motion(queries.propagate(verts_TV3, faces, *probe)[..., :3])
+        probe_TP3 = queries.propagate(verts_TV3, faces, *probe)[..., :3]  # also the quality gate's source points
+        motion_mean, motion_max = normalize.motion(probe_TP3)
         if motion_max < cfg.motion.min_motion:
             raise AssetError(
                 "motion", "static", f"max mean displacement {motion_max:.2e} < min_motion {cfg.motion.min_motion:g}"
             )
+    with timer("quality"):
+        source_area = quality.source_areas(verts_TV3, faces)
+        quality.check_source(source_area, cfg.quality)  # before any costly stage
 
     with timer("queries"):
         if cfg.queries.mode == "aligned":
@@ -214,6 +219,9 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
     vol_TN4 = np.empty((T, cfg.sdf.num_volume, 4), np.float32)
     near_TN4 = np.empty((T, cfg.sdf.num_near, 4), np.float32)
     wt_ok, wt_faces = [], []
+    figures: dict[str, list] = {k: [] for k in ("coverage", "extent_ratio", "components", "components_dropped",
+                                                "watertight_area", "watertight_volume")}
+    h = 2.0 / cfg.watertight.resolution
     meshes = watertight_frames(baked, center, scale, cfg.watertight)
     for t in range(T):
         with timer("watertight"):
@@ -228,6 +236,15 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
         if cfg.queries.project_to_watertight:
             with timer("queries"):
                 q_TQ6[t] = queries.project(q_TQ6[t], scene)
+        with timer("quality"):
+            figures["coverage"].append(quality.coverage(sdf.signed_distance(scene, probe_TP3[t]), h, cfg.quality))
+            figures["extent_ratio"].append(quality.extent_ratio(wv, probe_TP3[t]))
+            figures["components"].append(info["num_components"])
+            figures["components_dropped"].append(info["num_components_raw"] - info["num_components"])
+            figures["watertight_area"].append(info["area"])
+            figures["watertight_volume"].append(info["volume"])
+    with timer("quality"):
+        quality.check_watertight(figures["coverage"], figures["extent_ratio"], cfg.quality)
 
     with timer("render"):
         video = render.render_clip(verts_TV3, faces, baked.colors, cfg.render, rng, look)
@@ -262,6 +279,8 @@ def process_clip(gltf, plan: ClipPlan, sample_id: str, cfg: DatasetConfig, timer
             "watertight": wt_ok,
             "watertight_faces": wt_faces,
             "sharp_edges": int(num_sharp_edges),
+            "source_area": source_area,
+            **figures,
         },
         schema_version=SCHEMA_VERSION,
     )

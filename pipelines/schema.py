@@ -1,4 +1,4 @@
-"""Shard schema v1 (docs/design.md "Data contract"): one row = one clip of T frames.
+"""Shard schema v2 (docs/design.md "Data contract"): one row = one clip of T frames.
 
 Every array column is an Arrow canonical fixed-shape tensor (or a fixed-size list for 1-D
 data), so `pyarrow.parquet.read_table(f).column(c).combine_chunks().to_numpy_ndarray()`
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2 (from v1): stats gains the per-frame quality figures (pipelines.quality)
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,16 @@ def schema(d: Dims) -> pa.Schema:
                     ("watertight", pa.list_(pa.bool_(), d.T)),
                     ("watertight_faces", pa.list_(pa.int64(), d.T)),
                     ("sharp_edges", pa.int64()),
+                    # Per frame, against the source (pipelines.quality): source surface area, the share of
+                    # its outer surface the watertight mesh covers, the extent ratio, components kept and
+                    # dropped by watertight.min_component_ratio, watertight area and volume.
+                    ("source_area", pa.list_(pa.float32(), d.T)),
+                    ("coverage", pa.list_(pa.float32(), d.T)),
+                    ("extent_ratio", pa.list_(pa.float32(), d.T)),
+                    ("components", pa.list_(pa.int32(), d.T)),
+                    ("components_dropped", pa.list_(pa.int32(), d.T)),
+                    ("watertight_area", pa.list_(pa.float32(), d.T)),
+                    ("watertight_volume", pa.list_(pa.float32(), d.T)),
                 ]
             ),
         ),

@@ -343,6 +343,7 @@ def finalize(
         "assets_without_clips": sum(1 for n in kept.values() if n == 0),
         "clips_kept": sum(kept.values()),
         "clips_rejected": sum(1 for r in rejects if r["sample_id"]),
+        "clips_rejected_by_quality_gate": sum(1 for r in rejects if r["stage"] == "quality"),
         "rejected_by_stage": {stage: dict(sorted(c.items())) for stage, c in sorted(by_stage.items())},
     }
     # 128 bits, so it also fits MLflow's 36-character dataset digest (the training run's lineage).

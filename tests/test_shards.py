@@ -28,8 +28,11 @@ def _row(uid: str, k: int) -> dict:
         "camera": {"intrinsics": np.eye(3), "extrinsics": np.eye(4), "azimuth_deg": 0.0, "elevation_deg": 0.0,
                    "distance": 3.0, "resolution": 64},
         "stats": {"motion_mean": 0.1, "motion_max": 0.2, "source_vertices": 10, "source_faces": 12,
-                  "watertight": [True] * d.T, "watertight_faces": [100] * d.T, "sharp_edges": 3},
-        "schema_version": 1, "config_digest": "abc",
+                  "watertight": [True] * d.T, "watertight_faces": [100] * d.T, "sharp_edges": 3,
+                  "source_area": [2.0] * d.T, "coverage": [1.0] * d.T, "extent_ratio": [1.02] * d.T,
+                  "components": [1] * d.T, "components_dropped": [0] * d.T, "watertight_area": [2.1] * d.T,
+                  "watertight_volume": [0.3] * d.T},
+        "schema_version": 2, "config_digest": "abc",
     }
 
 

@@ -39,10 +39,10 @@ def distance(v, f, points):
 def check_closed(v, f, info):
     m = trimesh.Trimesh(v, f, process=False)
     assert m.is_watertight and m.is_winding_consistent
-    assert info["watertight"] and info["num_components"] == 1
+    assert info["watertight"] and info["num_components"] == m.body_count
     assert info["volume"] > 0 and m.volume > 0  # outward normals
     assert np.isclose(m.volume, info["volume"]) and np.isclose(m.area, info["area"])
-    assert len(m.split(only_watertight=False)) == 1
+    assert len(m.split(only_watertight=False)) == info["num_components"]
     tri = v[f]
     assert (np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 0).all()
 
@@ -108,18 +108,18 @@ def test_internal_leftover_part_is_removed():
     assert info["num_components_raw"] == 1
 
 
-def test_min_component_ratio_drops_small_separate_parts():
-    v, f = join(sphere(0.5, (-0.3, 0, 0)), sphere(0.15, (0.7, 0, 0)))
-    wv, wf, info = run(v, f)
-    assert info["num_components_raw"] == 2
-    assert wv[:, 0].max() < 0.3  # the small sphere is gone
-    _, _, both = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.0))
-    assert both["num_components"] == 2
-    # Area ratio of the small sphere to the big one is (0.15/0.5)^2 = 0.09.
+def test_min_component_ratio_keeps_real_parts_and_drops_specks():
+    # A body, a separate part (area ratio (0.15/0.5)^2 = 0.09 of the source) and a speck whose
+    # watertight shell (radius ~ 0.005 + eps) has under 1% of the body's area.
+    v, f = join(sphere(0.5, (-0.3, 0, 0)), sphere(0.15, (0.7, 0, 0)), sphere(0.005, (0.0, 0.8, 0), subdivisions=1))
+    wv, wf, info = make_watertight(v, f, WatertightConfig(resolution=RES))  # default ratio 0.01
+    assert trimesh.Trimesh(wv, wf, process=False).is_watertight
+    assert info["num_components_raw"] == 3 and info["num_components"] == 2
+    assert wv[:, 0].max() > 0.8 and wv[:, 1].max() < 0.6  # the part stays, the speck is gone
+    _, _, every = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.0))
+    assert every["num_components"] == 3
     _, _, big_only = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.2))
     assert big_only["num_components"] == 1
-    _, _, still_both = make_watertight(v, f, WatertightConfig(resolution=RES, min_component_ratio=0.05))
-    assert still_both["num_components"] == 2
 
 
 def test_closed_box_offset_and_grid_bounds():
