@@ -11,7 +11,7 @@ import logging
 
 from jobs import config as config_lib
 from jobs import tracking
-from pipelines import dataset_job
+from pipelines import dataset_job, preview, shards
 from pipelines.config import RUNTIME_KEYS, DatasetConfig
 
 log = logging.getLogger("shapegen4d.build_dataset")
@@ -29,7 +29,7 @@ def content_config(cfg: DatasetConfig) -> dict:
     return tree
 
 
-def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
+def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary, preview_files: list[str] = ()) -> str:
     """Record the build: params, manifest artifact, and the dataset as an MLflow dataset input."""
     import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
@@ -62,6 +62,9 @@ def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
             }
         )
         mlflow.log_dict(manifest, "manifest.json")
+        out_fs = shards.Output(summary.output)
+        for rel in preview_files:  # the contact sheets and report.html, under preview/
+            _log_bytes(out_fs.read_bytes(rel), rel)
         out = summary.output
         # MLflow registers its local source class twice and warns about the tie; pick it ourselves.
         local = [c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource"][:1]
@@ -71,10 +74,27 @@ def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary) -> str:
         return run.info.run_id
 
 
+def _log_bytes(data: bytes, artifact_path: str) -> None:
+    import os
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(artifact_path))
+        with open(path, "wb") as f:
+            f.write(data)
+        mlflow.log_artifact(path, os.path.dirname(artifact_path))
+
+
 def main(cfg: DatasetConfig) -> dataset_job.Summary:
     summary = dataset_job.run(cfg, content_config(cfg), config_lib.digest(content_config(cfg)))
+    files = []
+    if cfg.preview.enabled:
+        files = preview.write(shards.Output(summary.output), cfg.preview)
+        log.info("preview: %s/%s", summary.output, preview.PREVIEW + "/report.html")
     if cfg.mlflow.enabled:
-        run_id = log_to_mlflow(cfg, summary)
+        run_id = log_to_mlflow(cfg, summary, files)
         log.info("MLflow run %s (%s)", run_id, tracking.tracking_uri(cfg.mlflow.tracking_uri))
     print(summary.text(), flush=True)
     return summary

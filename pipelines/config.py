@@ -12,6 +12,7 @@ from typing import Literal
 from pipelines.bake import BakeConfig
 from pipelines.limits import LimitsConfig
 from pipelines.normalize import MotionConfig, NormalizeConfig
+from pipelines.preview import PreviewConfig
 from pipelines.quality import QualityConfig
 from pipelines.queries import QueryConfig
 from pipelines.render import RenderConfig
@@ -89,9 +90,10 @@ class DatasetConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)  # <output>/preview/: contact sheets, report.html
 
 
 # Sections and keys that change how or where the job runs, never what a row contains: left out of
 # the config digest so moving a dataset job to a cluster, or giving slow assets more time
 # (then output.retry_failed=true), keeps its digest and its resume point.
-RUNTIME_KEYS = ("output", "ray", "mlflow", "limits.timeout_s", "limits.memory_gb", "limits.retries")
+RUNTIME_KEYS = ("output", "ray", "mlflow", "preview", "limits.timeout_s", "limits.memory_gb", "limits.retries")

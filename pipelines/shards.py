@@ -176,8 +176,7 @@ class ResumeState:
         for folder in (JOURNAL, SHARDS, ""):
             for path in out.remove_temp_files(folder):
                 log.warning("removed %s, left by an interrupted write", path)
-        records = [json.loads(out.read_bytes(p)) for p in out.list(JOURNAL) if _RECORD.match(p.rsplit("/", 1)[-1])]
-        records.sort(key=lambda r: r["index"])
+        records = journal_records(out)
         if records and records[0]["config_digest"] != config_digest:
             if not overwrite:
                 raise ValueError(
@@ -191,6 +190,12 @@ class ResumeState:
         if [r["index"] for r in records] != list(range(len(records))):
             raise ValueError(f"{out.uri}/{JOURNAL} has gaps: {[r['index'] for r in records]}")
         return cls(records)
+
+
+def journal_records(out: Output) -> list[dict]:
+    """The journal's records in order (files being written, `.tmp-*`, are not records)."""
+    records = [json.loads(out.read_bytes(p)) for p in out.list(JOURNAL) if _RECORD.match(p.rsplit("/", 1)[-1])]
+    return sorted(records, key=lambda r: r["index"])
 
 
 def _differences(old: dict | None, new: dict | None) -> str:

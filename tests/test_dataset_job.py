@@ -153,6 +153,54 @@ def test_the_build_is_recorded_in_mlflow(built):
     assert Path(exp.artifact_location.removeprefix("file://")).is_absolute()
 
 
+def test_the_build_writes_a_preview_and_logs_it(built):
+    """preview/: one contact sheet per shard whose query dots sit where the queries project, and a
+    report with the funnel, every reject reason and the quality histograms; the same files in MLflow."""
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    from jobs import preview as preview_job
+    from pipelines import preview
+
+    root, summary, tracking = built
+    m = summary.manifest
+    folder = root / "ds" / "preview"
+    sheets = sorted(folder.glob("sheet-*.png"))
+    assert len(sheets) == len(m["shards"]) and (folder / "report.html").exists()
+    cfg = preview.PreviewConfig()
+    sheet = np.asarray(Image.open(sheets[0]).convert("RGB"), int)
+    T = 4
+    assert sheet.shape == (14 + cfg.thumb, cfg.thumb * (T + 3) + 8, 3)  # one clip per shard here: 4 frames + 3 marked
+    # The query dots: at the projected position of query 0 on marked frame 1, its colour.
+    t = pq.read_table(root / "ds" / m["shards"][0]["path"])
+    q0 = t.column("queries").combine_chunks().to_numpy_ndarray()[0, 0, :1, :3]
+    cam = t.column("camera").combine_chunks()
+    K, E = cam.field("intrinsics").to_numpy_ndarray()[0], cam.field("extrinsics").to_numpy_ndarray()[0]
+    u, v = preview.project(q0, K, E)[0] * cfg.thumb / 64  # render.resolution=64 in TINY
+    x, y = int(cfg.thumb * T + 8 + u), int(14 + v)
+    patch = sheet[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3)
+    assert np.abs(patch - preview.query_colours(1)[0]).max(axis=1).min() < 60, patch
+    report = (folder / "report.html").read_text()
+    for reason in {r for r in BAD_REASONS.values()}:
+        assert reason[1] in report
+    assert "lowest coverage of the source" in report and "<svg" in report and "CPU-s per clip" in report
+
+    client = mlflow.MlflowClient(tracking)
+    run = client.search_runs([client.get_experiment_by_name("shapegen4d-datasets").experiment_id])[0]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "preview")}
+    assert logged == {f"preview/{p.name}" for p in folder.iterdir()}
+
+    # jobs.preview makes the same files for an existing dataset.
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    preview_job.main(config_lib.load(preview_job.PreviewJobConfig, None, [f"dataset={root / 'ds'}"]))
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".png"} == \
+        {k: v for k, v in before.items() if k.endswith(".png")}
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        preview_job.main(config_lib.load(preview_job.PreviewJobConfig, None, [f"dataset={root / 'nothing'}"]))
+
+
 def test_same_config_gives_identical_shards(built, source, tmp_path):
     root, summary, tracking = built
     again = build_dataset.main(_cfg(source, tmp_path / "ds", tracking, "mlflow.enabled=false"))
