@@ -205,9 +205,31 @@ def cli(cls: type[T], argv: list[str] | None, description: str) -> T:
         raise  # unreachable: parser.error exits
 
 
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def raised_by_us(e: BaseException) -> bool:
+    """Whether `e` comes from a `raise` statement in this repository's code (not from a library,
+    Python or compiled): then it is an error the job raised on purpose, meant for the user."""
+    import linecache
+
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    ours = path.is_relative_to(_REPO) and not any(part.startswith(".venv") or part == "site-packages"
+                                                  for part in path.relative_to(_REPO).parts)
+    # A compiled function (numpy's reshape) raises from inside the calling line, which is ours.
+    return ours and linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
+
+
 def run_job(main, cls: type[T], doc: str, argv: list[str] | None = None) -> None:
     """A job's `__main__`: logging, `cli`, then `main(cfg)`; exit 1 with the message when the job
-    cannot run (missing input, unwritable output, a bad value), 2 on a bad config key."""
+    cannot run (missing input, unwritable output, a bad value), 2 on a bad config key. A
+    ValueError/OSError raised inside a library (numpy, torch, pyarrow...) is a bug, not bad input:
+    it exits 1 too, but with its traceback."""
     import logging
     import sys
 
@@ -216,6 +238,13 @@ def run_job(main, cls: type[T], doc: str, argv: list[str] | None = None) -> None
     try:
         main(cfg)
     except (FileNotFoundError, PermissionError, ValueError) as e:
-        logging.getLogger("shapegen4d").error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+        if raised_by_us(e):
+            logging.getLogger("shapegen4d").error("%s", e)
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exc()
+            print(f"error: unexpected {type(e).__name__} inside a library (a bug, not your input: please report it "
+                  "with the traceback above)", file=sys.stderr)
         sys.exit(1)

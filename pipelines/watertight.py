@@ -60,7 +60,7 @@ class WatertightConfig:
 # band node (open3d, fcpw, libigl, point-cloud-utils) costs 1.5-10 CPU-us per node plus a
 # separate pass to find the band; visiting, per triangle, only the nodes that can lie within the
 # band (Batty's SDFGen idea, restricted to a slab along the triangle's plane) costs well under
-# 1 us per band node and finds the band for free. `python -m pipelines.bench_distance` measures
+# 1 us per band node and finds the band for free. `python -m benchmarks.distance` measures
 # all of them on the machine at hand. Compiled once per process (cached on disk by numba).
 
 

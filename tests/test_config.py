@@ -77,3 +77,27 @@ def test_every_shipped_config_loads(path):
 
 def test_there_are_shipped_configs():
     assert {p.name for p in CONFIGS} >= {"default.yaml", "demo.yaml", "train.yaml", "train_demo.yaml"}
+
+
+def test_run_job_shows_a_traceback_only_for_errors_raised_inside_libraries(capsys):
+    """A bad value the job itself rejects: one line. A ValueError from deep inside numpy is a bug:
+    it gets its traceback. Both exit 1."""
+    import numpy as np
+
+    @dataclass
+    class Cfg:
+        what: str = "ours"
+
+    def main(cfg):
+        if cfg.what == "ours":
+            raise ValueError("output.path must be a folder")
+        np.zeros(3).reshape(2, 2)
+
+    with pytest.raises(SystemExit) as ours:
+        config_lib.run_job(main, Cfg, "doc", ["what=ours"])
+    err = capsys.readouterr().err
+    assert ours.value.code == 1 and "error: output.path must be a folder" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as theirs:
+        config_lib.run_job(main, Cfg, "doc", ["what=numpy"])
+    err = capsys.readouterr().err
+    assert theirs.value.code == 1 and "Traceback" in err and "reshape" in err

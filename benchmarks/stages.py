@@ -1,4 +1,4 @@
-"""Benchmark of the dataset stages: `python -m pipelines.benchmark [--config FILE] [key=value ...]`.
+"""Benchmark of the dataset stages: `python -m benchmarks.stages [--config FILE] [key=value ...]`.
 
 Runs `process_asset` (no Ray: one process, one core) on every asset of the configured source
 (default: the shipped samples at the paper's resolutions) and prints CPU-seconds per clip for
@@ -17,7 +17,7 @@ import numpy as np
 from pipelines import process, queries, sources, surface
 from pipelines.config import DatasetConfig
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "pipelines" / "samples"
 
 
 def fps_time(n_points: int, n_queries: int, tree_height: int, repeats: int = 5) -> float:

@@ -1,6 +1,6 @@
 """Measure the band-UDF backends and the watertight stage on this machine.
 
-    python -m pipelines.bench_distance [--repeats 2] [--max-queries 200000] [--resolutions 128 256]
+    python -m benchmarks.distance [--repeats 2] [--max-queries 200000] [--resolutions 128 256]
 
 For each mesh (the real glTF samples in tests/data/gltf, normalised like the pipeline does, a
 4x-subdivided CesiumMan of ~19k faces, and ~205k faces of ten overlapping icospheres) it
