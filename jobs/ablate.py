@@ -43,7 +43,7 @@ from jobs.evaluate import EvaluateConfig
 from jobs.pretrain_base import PretrainConfig
 from jobs.train_config import TrainConfig
 from pipelines.config import DatasetConfig
-from pipelines.dataset_job import hms
+from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.ablate")
 JOURNAL = "ablation.json"

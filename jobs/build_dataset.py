@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from jobs import config as config_lib
-from jobs import tracking
+from jobs import runtime, tracking
 from pipelines import dataset_job, preview, shards
 from pipelines.config import RUNTIME_KEYS, DatasetConfig
 
@@ -88,7 +88,9 @@ def _log_bytes(data: bytes, artifact_path: str) -> None:
 
 
 def main(cfg: DatasetConfig) -> dataset_job.Summary:
-    summary = dataset_job.run(cfg, content_config(cfg), config_lib.digest(content_config(cfg)))
+    summary = dataset_job.run(cfg, content_config(cfg), config_lib.digest(content_config(cfg)),
+                              start_ray=lambda: runtime.init_ray(cfg.ray.address, cfg.ray.num_cpus),
+                              code=runtime.code_version())
     files = []
     if cfg.preview.enabled:
         files = preview.write(shards.Output(summary.output), cfg.preview)

@@ -494,7 +494,7 @@ def _error_row(clip: Clip, stage: str, reason: str, detail: str) -> dict:
 def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[tuple[ModelRef, str, Any]]) -> list[Evaluation]:
     """Every clip: rebuild its ground truth once, predict with each model, score. Error rows on failure."""
     from pipelines import metrics
-    from pipelines.dataset_job import hms
+    from jobs.runtime import hms
     from pipelines.errors import AssetError
 
     gt_builder = GroundTruth(info.manifest, cfg.data.source_path)
@@ -589,7 +589,7 @@ def record(ev: Evaluation, cfg: EvaluateConfig, info, proto_digest: str, exp_id:
     from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    from pipelines.shards import code_version
+    from jobs.runtime import code_version
 
     client = mlflow.MlflowClient()
     run_name = f"eval-{ev.model.name}-v{ev.model.version}-{cfg.split}" if ev.model.name else f"eval-{cfg.split}"

@@ -27,7 +27,7 @@ from jobs import config as config_lib
 from model import build_base, flow
 from model.checkpoint import load_base, save_base
 from model.fit import base_as_clip_model, vae_loss
-from pipelines.dataset_job import hms
+from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.pretrain_base")
 

@@ -18,11 +18,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jobs import components, ingest, registry, tracking, train_loop
+from jobs import components, ingest, registry, runtime, tracking, train_loop
 from jobs import config as config_lib
 from jobs.train_config import TrainConfig
-from pipelines import dataset_job
-from pipelines.shards import code_version
 
 log = logging.getLogger("shapegen4d.train")
 
@@ -117,7 +115,7 @@ def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> Non
     mlflow.set_tags({
         "shapegen4d.kind": "training",
         "train.run_key": run_key,
-        "code.git": code_version()["git"],
+        "code.git": runtime.code_version()["git"],
         "base.random_init": str(not cfg.base.checkpoint).lower(),
         "dataset.digest": data.digest,
         "dataset.path": data.uri,
@@ -134,7 +132,7 @@ def fit(cfg: TrainConfig, spec: components.Spec, data: ingest.DatasetInfo, uri: 
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    dataset_job.init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    runtime.init_ray(cfg.ray.address, cfg.ray.num_cpus)
     ray.data.DataContext.get_current().enable_progress_bars = False  # our own step lines instead
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:

@@ -24,7 +24,7 @@ from jobs import components
 from jobs import config as config_lib
 from jobs.train_config import TrainConfig
 from model import flow
-from pipelines.dataset_job import hms
+from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.train")
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder

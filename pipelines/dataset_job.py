@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from datetime import timedelta
 
 from pipelines import isolate, process, shards, sources
 from pipelines.records import AssetResult, Reject
@@ -62,22 +62,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def init_ray(address: str, num_cpus: int = 0) -> None:
-    """Join `address` (a cluster) or start a local Ray instance of `num_cpus` (0 = all cores)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        # On a cluster the code travels with `ray job submit --working-dir .` (see infra/).
-        ray.init(address=address)
-        return
-    # Local workers must import this checkout even when it is not pip-installed.
-    repo = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
-
-
 _SUPERVISOR = None  # one per Ray worker process: it keeps its asset process between tasks
 # An asset process holds ~0.55 GiB with its libraries loaded (EGL, open3d, compiled kernels)
 # before it reads an asset: a lower memory limit would kill every asset.
@@ -109,8 +93,11 @@ def _map_fn(cfg: DatasetConfig, config_digest: str):
     return fn
 
 
-def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
-    """Build (or finish building) the dataset described by cfg; return its summary."""
+def run(cfg: DatasetConfig, config: dict, config_digest: str, start_ray: Callable[[], None],
+        code: dict | None = None) -> Summary:
+    """Build (or finish building) the dataset described by cfg; return its summary. `start_ray`
+    starts or joins Ray (called only when there is something to process: a finished dataset needs
+    none); `code` is the code version recorded in the manifest."""
     t0 = time.time()
     memory_limit_gb(cfg)  # a config error before anything is listed or written
     out = shards.Output(cfg.output.path)
@@ -128,10 +115,11 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
     dims = process.dims(cfg)
     sink = shards.ShardSink(out, dims, cfg.output.rows_per_shard, config, config_digest, state)
     if pending:
+        start_ray()
         _stream(cfg, config_digest, pending, sink)
     sink.close()
     manifest = shards.finalize(
-        out, state, curate_rejects, len(refs) + len(curate_rejects), config, config_digest, dims, cfg.output.name
+        out, state, curate_rejects, len(refs) + len(curate_rejects), config, config_digest, dims, cfg.output.name, code
     )
     peak = {uid: mb for rec in state.records for uid, mb in rec.get("peak_rss_mb", {}).items() if mb}
     return Summary(out.uri, manifest, time.time() - t0, shards.cpu_seconds(state), len(pending),
@@ -141,7 +129,6 @@ def run(cfg: DatasetConfig, config: dict, config_digest: str) -> Summary:
 def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.ShardSink) -> None:
     import ray
 
-    init_ray(cfg.ray.address, cfg.ray.num_cpus)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = cfg.ray.progress_bars
@@ -182,8 +169,8 @@ def _log_progress(result: AssetResult, i: int, n: int, elapsed: float) -> None:
         f", rejected: {', '.join(f'{r.stage}/{r.reason}' for r in result.rejects)}" if result.rejects else ""
     )
     log.info("[%d/%d %3.0f%%] %s: %s | %.0f CPU-s, %.0f s, peak %.0f MiB | elapsed %s, ETA %s", i, n, 100 * i / n,
-             result.uid, status, sum(result.cpu_s.values()), result.wall_s, result.peak_rss_mb, hms(elapsed),
-             hms(elapsed / i * (n - i)))
+             result.uid, status, sum(result.cpu_s.values()), result.wall_s, result.peak_rss_mb, _hms(elapsed),
+             _hms(elapsed / i * (n - i)))
     for r in result.rejects:
         if r.reason == "internal_error":
             log.error("internal error on %s %s:\n%s", r.uid, r.sample_id, r.detail)
@@ -191,6 +178,5 @@ def _log_progress(result: AssetResult, i: int, n: int, elapsed: float) -> None:
             log.warning("%s: %s/%s: %s", r.uid, r.stage, r.reason, r.detail)
 
 
-def hms(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+def _hms(s: float) -> str:
+    return str(timedelta(seconds=int(s)))

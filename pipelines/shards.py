@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -301,17 +300,6 @@ class ShardSink:
         self.completed = []
 
 
-def code_version() -> dict:
-    """Git revision of the code that built the dataset (and whether it had local changes)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        sha, dirty = os.environ.get("SHAPEGEN4D_CODE_VERSION", "unknown"), False
-    return {"git": sha, "dirty": dirty}
-
-
 def finalize(
     out: Output,
     state: ResumeState,
@@ -321,8 +309,10 @@ def finalize(
     config_digest: str,
     dims: Dims,
     name: str,
+    code: dict | None = None,
 ) -> dict:
-    """Write rejects.parquet and manifest.json from the journal; return the manifest."""
+    """Write rejects.parquet and manifest.json from the journal; return the manifest. `code` is the
+    code version that built it (jobs.runtime.code_version), recorded in the manifest."""
     records, latest = state.records, state.latest
     rejects = sorted(
         [asdict(r) for r in curate_rejects] + [rj for rec in records for rj in rec["rejects"] if latest[rj["uid"]] is rec],
@@ -361,7 +351,7 @@ def finalize(
         "digest": digest,
         "config_digest": config_digest,
         "config": config,
-        "code_version": code_version(),
+        "code_version": code or {"git": "unknown", "dirty": False},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dims": asdict(dims),
         "columns": column_shapes(dims),

@@ -1,0 +1,39 @@
+"""What every job shares at run time: starting Ray, the code version it records, durations."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def init_ray(address: str, num_cpus: int = 0) -> None:
+    """Join `address` (a cluster) or start a local Ray instance of `num_cpus` (0 = all cores)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        # On a cluster the code travels with `ray job submit --working-dir .` (see infra/).
+        ray.init(address=address)
+        return
+    # Local workers must import this checkout even when it is not pip-installed.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
+
+
+def code_version() -> dict:
+    """Git revision of the code that runs (and whether it has local changes)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                                    text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        sha, dirty = os.environ.get("SHAPEGEN4D_CODE_VERSION", "unknown"), False
+    return {"git": sha, "dirty": dirty}
+
+
+def hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
