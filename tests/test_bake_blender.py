@@ -17,10 +17,6 @@ differs from the spec. Hence two checks:
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +26,8 @@ from scipy.spatial import cKDTree
 from pipelines import bake
 from pipelines.gltf_io import Gltf, load_gltf
 from pipelines.surface import sample_surface
+from tests.bpy_env import bpy_python, run_blender
 
-REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "data" / "gltf"
 TOLERANCE = 1e-4  # max point-to-surface distance, relative to the frame's bbox diagonal
 MAX_TIMES = 12  # per animation, to keep the whole test well under a minute
@@ -64,21 +60,10 @@ def _cases() -> list[tuple[Path, int]]:
 CASES = _cases()
 
 
-def _bpy_python() -> str:
-    python = os.environ.get("SHAPEGEN4D_BPY_PYTHON") or str(REPO / ".venv-bpy" / "bin" / "python")
-    if not Path(python).exists():
-        msg = (f"Blender reference interpreter {python} not found: set SHAPEGEN4D_BPY_PYTHON or run "
-               "`python3 -m venv .venv-bpy && .venv-bpy/bin/pip install bpy==5.0.1`")
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return python
-
-
 @pytest.fixture(scope="module")
 def blender_frames(tmp_path_factory) -> dict[tuple[str, int, str], tuple[np.ndarray, Path]]:
     """Blender's frames for every case, at the 'exact' times and at the 16 'production' times."""
-    python = _bpy_python()
+    bpy_python()  # skip (or fail under CI) before any work when Blender is missing
     root = tmp_path_factory.mktemp("blender")
     jobs, out = [], {}
     for path, anim in CASES:
@@ -88,12 +73,7 @@ def blender_frames(tmp_path_factory) -> dict[tuple[str, int, str], tuple[np.ndar
             folder = root / f"{path.stem}-a{anim}-{kind}"
             jobs.append({"path": str(path), "animation": anim, "times": times.tolist(), "out": str(folder)})
             out[(path.stem, anim, kind)] = (times, folder)
-    (root / "job.json").write_text(json.dumps(jobs))
-    proc = subprocess.run([python, str(REPO / "tests" / "blender_reference.py"), str(root / "job.json")],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        pytest.fail(f"blender_reference.py failed with exit code {proc.returncode}")
+    run_blender("blender_reference.py", jobs, root)
     return out
 
 

@@ -156,8 +156,6 @@ def test_the_build_is_recorded_in_mlflow(built):
 def test_the_build_writes_a_preview_and_logs_it(built):
     """preview/: one contact sheet per shard whose query dots sit where the queries project, and a
     report with the funnel, every reject reason and the quality histograms; the same files in MLflow."""
-    import io
-
     import mlflow
     from PIL import Image
 

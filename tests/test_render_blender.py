@@ -14,33 +14,16 @@ Blender runs in its own interpreter (bpy 5.0.1 needs numpy < 2): $SHAPEGEN4D_BPY
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 
 from pipelines import render  # noqa: F401  (first: it picks the headless GL platform)
 from pipelines import bake, gltf_io, gltf_write as gw, materials
+from tests.bpy_env import bpy_python, run_blender
 
-REPO = Path(__file__).resolve().parents[1]
 RES = 128
-
-
-def _bpy_python() -> str:
-    python = os.environ.get("SHAPEGEN4D_BPY_PYTHON") or str(REPO / ".venv-bpy" / "bin" / "python")
-    if not Path(python).exists():
-        msg = (f"Blender reference interpreter {python} not found: set SHAPEGEN4D_BPY_PYTHON or run "
-               "`python3 -m venv .venv-bpy && .venv-bpy/bin/pip install bpy==5.0.1`")
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return python
 
 
 def _patch_colours() -> np.ndarray:
@@ -84,7 +67,7 @@ def _asset() -> bytes:
 
 
 def test_textured_frame_matches_blender(tmp_path):
-    python = _bpy_python()
+    bpy_python()  # skip (or fail under CI) before any work when Blender is missing
     glb = _asset()
     (tmp_path / "sphere.glb").write_bytes(glb)
 
@@ -98,12 +81,7 @@ def test_textured_frame_matches_blender(tmp_path):
 
     job = {"path": str(tmp_path / "sphere.glb"), "out": str(tmp_path / "blender.png"), "resolution": RES,
            "yfov_deg": cfg.yfov_deg, "distance": clip.distance}
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    proc = subprocess.run([python, str(REPO / "tests" / "blender_render.py"), str(tmp_path / "job.json")],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        pytest.fail(f"blender_render.py failed with exit code {proc.returncode}")
+    run_blender("blender_render.py", job, tmp_path)
     theirs = np.asarray(Image.open(tmp_path / "blender.png").convert("RGBA"), np.int64)
 
     mask_ours, mask_theirs = ours[..., 3] > 127, theirs[..., 3] > 127
