@@ -57,8 +57,33 @@ def random_base(spec: Spec) -> Base:
         return build_base(spec.base_name, spec.size)
 
 
+def is_uri(ref: str) -> bool:
+    """A reference MLflow resolves (models:/, runs:/, s3://, file://, ...), not a plain path."""
+    return ref.startswith(("models:/", "runs:/")) or "://" in ref
+
+
+_FETCHED: dict[str, Path] = {}
+
+
+def fetch_folder(ref: str) -> Path:
+    """A local folder holding `ref`: the path itself, a file:// URI's path, or MLflow's download of
+    any other URI (the registry, a run's artifacts, s3://...), fetched once per process."""
+    if not is_uri(ref):
+        return Path(ref)
+    if ref.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(ref).path))
+    if ref not in _FETCHED:
+        import mlflow.artifacts
+
+        _FETCHED[ref] = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+    return _FETCHED[ref]
+
+
 def base_for(spec: Spec) -> Base:
-    base = load_base(build_base(spec.base_name, spec.size), spec.base_checkpoint) if spec.base_checkpoint else random_base(spec)
+    base = (load_base(build_base(spec.base_name, spec.size), str(fetch_folder(spec.base_checkpoint)))
+            if spec.base_checkpoint else random_base(spec))
     base.vae.eval().requires_grad_(False)
     return base
 
@@ -77,7 +102,8 @@ def tiny_dino(width: int, image_size: int, seed: int):
 
 def conditioner_for(spec: Spec, width: int, folder: str | None = None) -> ImageConditioner:
     """`folder` overrides the spec's model (a logged model's own copy of its condition weights)."""
-    cfg = ModelConditionConfig(model=folder or spec.condition_model, image_size=spec.image_size)
+    model = folder or (str(fetch_folder(spec.condition_model)) if is_uri(spec.condition_model) else spec.condition_model)
+    cfg = ModelConditionConfig(model=model, image_size=spec.image_size)
     if folder is None and spec.condition_model == TINY_DINO:
         return ImageConditioner(tiny_dino(width, spec.image_size, spec.base_seed), cfg)
     return ImageConditioner.from_pretrained(cfg)
@@ -121,10 +147,27 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def reference(ref: str, files: list[str] | None = None) -> dict:
+    """How a logged model points at weights it does not carry: a URI MLflow can resolve on any
+    machine that reaches the same store (a plain folder becomes its file:// URI, which only its own
+    machine resolves: consumers elsewhere override it) and the sha256 of each file."""
+    folder = fetch_folder(ref)
+    if files is None:
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    uri = ref if is_uri(ref) else folder.resolve().as_uri()
+    return {"uri": uri, "sha256": {rel: file_sha256(folder / rel) for rel in files}}
+
+
 def base_reference(spec: Spec) -> dict:
-    """How a logged model points at its base: release folder + sha256 of each weight file."""
+    """The base of a logged model: seeded random init (shipped inside the model), or a reference."""
     if not spec.base_checkpoint:
         return {"random_init": True, "seed": spec.base_seed}
-    folder = Path(spec.base_checkpoint)
-    return {"random_init": False, "path": str(folder.resolve()),
-            "sha256": {rel: file_sha256(folder / rel) for rel in FILES.values()}}
+    return {"random_init": False, **reference(spec.base_checkpoint, list(FILES.values()))}
+
+
+def condition_reference(spec: Spec) -> dict | None:
+    """The condition encoder when it is a folder or URI (not a hub id, not the shipped tiny one)."""
+    cm = spec.condition_model
+    if cm == TINY_DINO or not (is_uri(cm) or Path(cm).is_dir()):
+        return None
+    return reference(cm)

@@ -5,15 +5,22 @@
     # -> T dicts {"vertices": float32 [V,3], "faces": int64 [F,3]} in the clip's [-1,1]^3 frame
 
 What is logged (artifact `model/`): the S-T weights (safetensors), `shapegen4d.json` (the network
-spec, sampling defaults, the base reference), and, only for seeded random-init pieces (tests,
-demos), the base and condition weights themselves. A real base is referenced by folder and
-sha256 of each release file, checked again when the model loads, so a model never silently
-runs on a different base than it was trained on.
+spec, sampling defaults, the base and condition references), and, only for seeded random-init
+pieces (tests, demos), the base and condition weights themselves. A real base (and a condition
+encoder given as a folder or URI) is referenced by a URI MLflow resolves (`models:/shapegen4d-base/3`
+from jobs.pretrain_base, a run's artifacts, s3://...; a plain folder is recorded as its file://
+URI) and the sha256 of each file, checked again when the model loads, so a model never silently
+runs on different weights than it was trained on. Where the reference does not resolve (another
+machine, a moved folder), point the model at a copy, by model config or environment:
+
+    mlflow.pyfunc.load_model(uri, model_config={"base_uri": "s3://bucket/bases/step1x3d"})
+    SHAPEGEN4D_BASE_URI=/data/step1x3d SHAPEGEN4D_CONDITION_URI=/data/dinov2 python ...
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -48,13 +55,38 @@ def pack(folder: Path, spec: components.Spec, st_weights: Path, sample: SampleCo
     if spec.condition_model == components.TINY_DINO:
         width = components.random_base(spec).dit.cfg.cross_attention_dim
         components.conditioner_for(spec, width).encoder.save_pretrained(folder / "condition")
-    meta = {"spec": asdict(spec), "sample": asdict(sample), "base": ref, **extra}
+    meta = {"spec": asdict(spec), "sample": asdict(sample), "base": ref,
+            "condition": components.condition_reference(spec), **extra}
     (folder / META).write_text(json.dumps(meta, indent=2))
     return folder
 
 
-def load_pipeline(folder: Path, device: str | None = None):
-    """A packed model folder -> (VideoTo4D, meta). Verifies the base reference."""
+BASE_URI_ENV, CONDITION_URI_ENV = "SHAPEGEN4D_BASE_URI", "SHAPEGEN4D_CONDITION_URI"
+
+
+def _verified(what: str, ref: dict, override: str | None, env: str) -> Path:
+    """The local folder of a referenced set of weights, each file's sha256 checked against the model's."""
+    uri = override or os.environ.get(env) or ref.get("uri") or ref["path"]  # "path": models packed before URIs
+    how = (f"point the model at a copy with model_config={{'{env.removeprefix('SHAPEGEN4D_').lower()}': ...}} "
+           f"or ${env}")
+    try:
+        folder = components.fetch_folder(uri)
+    except Exception as e:  # MLflow raises its own exception types for unreachable stores/URIs
+        raise FileNotFoundError(f"the {what} weights {uri} cannot be fetched here ({type(e).__name__}: {e}); {how}") from e
+    for rel, want in ref["sha256"].items():
+        if not (folder / rel).is_file():
+            raise FileNotFoundError(f"the {what} weights {uri} lack {rel} (or are not on this machine); {how}")
+        got = components.file_sha256(folder / rel)
+        if got != want:
+            raise ValueError(f"{what} weights {uri}/{rel} have sha256 {got}, the model was trained on {want}")
+    return folder
+
+
+def load_pipeline(folder: Path, device: str | None = None, base_uri: str | None = None,
+                  condition_uri: str | None = None):
+    """A packed model folder -> (VideoTo4D, meta). Fetches and verifies the referenced weights;
+    `base_uri` / `condition_uri` (else $SHAPEGEN4D_BASE_URI / $SHAPEGEN4D_CONDITION_URI) replace the
+    recorded locations, never the recorded sha256."""
     import torch
     from safetensors.torch import load_file
 
@@ -68,15 +100,11 @@ def load_pipeline(folder: Path, device: str | None = None):
     spec = components.Spec.from_dict(meta["spec"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ref = meta["base"]
-    if not ref["random_init"]:
-        for rel, want in ref["sha256"].items():
-            got = components.file_sha256(Path(ref["path"]) / rel)
-            if got != want:
-                raise ValueError(f"base weights {Path(ref['path']) / rel} have sha256 {got}, the model was trained on {want}")
     # A random-init base ships inside the model folder; a real one loads from its verified folder.
-    base = components.base_for(dataclasses.replace(
-        spec, base_checkpoint=str(folder / "base") if ref["random_init"] else ref["path"]))
-    cond_folder = folder / "condition"
+    base_folder = folder / "base" if ref["random_init"] else _verified("base", ref, base_uri, BASE_URI_ENV)
+    base = components.base_for(dataclasses.replace(spec, base_checkpoint=str(base_folder)))
+    cref = meta.get("condition")
+    cond_folder = _verified("condition", cref, condition_uri, CONDITION_URI_ENV) if cref else folder / "condition"
     comps = components.build(spec, device, condition_folder=str(cond_folder) if cond_folder.is_dir() else None, base=base)
     load_strict(comps.model.st_layers, load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
     comps.model.to(device)
@@ -89,7 +117,9 @@ def load_pipeline(folder: Path, device: str | None = None):
 
 class ShapeGen4DModel(_PythonModel):
     def load_context(self, context) -> None:
-        self.pipeline, self.meta = load_pipeline(Path(context.artifacts["model"]))
+        config = getattr(context, "model_config", None) or {}
+        self.pipeline, self.meta = load_pipeline(Path(context.artifacts["model"]), base_uri=config.get("base_uri"),
+                                                 condition_uri=config.get("condition_uri"))
 
     def predict(self, context, model_input, params: dict | None = None) -> list[dict]:
         return predict(self.pipeline, self.meta, model_input, params)

@@ -66,8 +66,8 @@ def check(cfg: TrainConfig, data: ingest.DatasetInfo) -> None:
     if rows < need:
         raise ValueError(f"split {cfg.data.split!r} of {data.uri} has {rows} clip(s); {cfg.scaling.num_workers} "
                          f"workers x micro_batch_size {cfg.train.micro_batch_size} need at least {need}")
-    if cfg.base.checkpoint and not Path(cfg.base.checkpoint).is_dir():
-        raise FileNotFoundError(f"base.checkpoint {cfg.base.checkpoint} is not a folder")
+    if cfg.base.checkpoint and not components.is_uri(cfg.base.checkpoint) and not Path(cfg.base.checkpoint).is_dir():
+        raise FileNotFoundError(f"base.checkpoint {cfg.base.checkpoint} is neither a folder nor a URI (models:/..., s3://...)")
     if cfg.train.checkpoint_every <= 0 or cfg.train.steps <= 0:
         raise ValueError("train.steps and train.checkpoint_every must be positive")
 

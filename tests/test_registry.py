@@ -1,6 +1,9 @@
 """The packed model: loads what it was trained on, refuses a different base, validates its input."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +53,63 @@ def test_a_model_refuses_a_base_that_is_not_the_one_it_was_trained_on(tmp_path):
     save_base(components.random_base(_spec(base_seed=6)), base_dir)  # same shapes, other weights
     with pytest.raises(ValueError, match="sha256"):
         registry.load_pipeline(folder, device="cpu")
+
+
+def test_a_registered_model_loads_anywhere_once_its_source_folders_are_gone(tmp_path, monkeypatch):
+    """The base registered as jobs.pretrain_base does (models:/shapegen4d-base/1) and a condition
+    encoder logged as run artifacts (runs:/...): the registered model records those URIs and their
+    sha256, so with every folder it was built from deleted, a fresh process in another working
+    directory and home loads it from the registry alone and predicts. An override that points at
+    other weights is refused by their sha256; one that points nowhere says how to fix it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from jobs import pretrain_base, tracking
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.experiment("portable", uri)
+    src = tmp_path / "src"
+    save_base(components.random_base(_spec(base_seed=5)), src / "base")
+    width = components.random_base(_spec()).dit.cfg.cross_attention_dim
+    components.tiny_dino(width, 28, seed=7).save_pretrained(src / "dino")
+    with mlflow.start_run(experiment_id=exp) as run:
+        for sub in ("vae", "transformer"):
+            mlflow.log_artifacts(str(src / "base" / sub), artifact_path=f"base/{sub}")
+        mlflow.log_artifacts(str(src / "dino"), artifact_path="condition")
+        base_uri = pretrain_base.register("shapegen4d-base", run.info, "digest")
+    assert base_uri == "models:/shapegen4d-base/1"
+    spec = components.Spec(size="tiny", image_size=28, num_latents=12, base_checkpoint=base_uri,
+                           condition_model=f"runs:/{run.info.run_id}/condition")
+    folder, _ = _pack(tmp_path, spec)
+    meta = json.loads((folder / registry.META).read_text())
+    assert meta["base"]["uri"] == base_uri and meta["condition"]["uri"].startswith("runs:/")
+    with mlflow.start_run(experiment_id=exp):
+        registry.log_and_register(folder, "shapegen4d", "candidate", {})
+    shutil.rmtree(src)
+    shutil.rmtree(folder)
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "home").mkdir(parents=True)
+    script = ("import mlflow, numpy as np\n"
+              "m = mlflow.pyfunc.load_model('models:/shapegen4d@candidate')\n"
+              "frames = np.random.default_rng(0).integers(0, 256, (4, 20, 30, 4), dtype=np.uint8)\n"
+              "out = m.predict(frames, params={'seed': 1})\n"
+              "print('MESHES', len(out), all(len(o['faces']) > 0 for o in out))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HOME": str(elsewhere / "home")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "MESHES 4 True" in proc.stdout, proc.stderr[-3000:]
+
+    # Overrides: other weights are refused by their sha256, a missing copy names the fix.
+    save_base(components.random_base(_spec(base_seed=6)), tmp_path / "other")
+    model_dir = mlflow.artifacts.download_artifacts("models:/shapegen4d@candidate")
+    with pytest.raises(ValueError, match="sha256"):
+        registry.load_pipeline(Path(model_dir) / "artifacts" / "model", device="cpu", base_uri=str(tmp_path / "other"))
+    monkeypatch.setenv(registry.BASE_URI_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="SHAPEGEN4D_BASE_URI"):
+        registry.load_pipeline(Path(model_dir) / "artifacts" / "model", device="cpu")
