@@ -55,6 +55,12 @@ class Material:
     alpha_mode: str = "OPAQUE"  # OPAQUE | MASK | BLEND
     alpha_cutoff: float = 0.5
 
+    def emissive_shares_uv(self) -> bool:
+        """Whether the emissive texture reads the base colour texture's UVs (the renderer has one
+        UV set per material; an emissive map on other UVs is left out)."""
+        (a, ma), (b, mb) = self.base_color_uv, self.emissive_uv
+        return self.base_color is not None and a == b and bool(np.allclose(ma, mb))
+
     def uv(self, texcoords_V22: np.ndarray) -> np.ndarray | None:
         """[V,2] float32 UVs for this material's base colour texture (its set, transformed), or None."""
         if self.base_color is None:

@@ -391,7 +391,7 @@ def _part(pyrender, faces: np.ndarray, rgba: np.ndarray, appearance: Appearance,
         uv = mat.uv(appearance.texcoords_V22[used])
         uv[:, 1] = 1.0 - uv[:, 1]  # glTF's v runs down the image; pyrender uploads it with v up
         base = _gl_texture(pyrender, mat.base_color, mat.alpha_mode, mat.alpha_cutoff, base_alpha)
-    if mat.emissive is not None and mat.emissive_uv == mat.base_color_uv:
+    if mat.emissive is not None and mat.emissive_shares_uv():
         emissive = _gl_texture(pyrender, mat.emissive, "OPAQUE", 0.0, 1.0)
     # pyrender's shader multiplies the emissive factor in twice (factor x texture x factor):
     # its square root gives the factor once.

@@ -131,6 +131,21 @@ def test_emissive_factor_is_applied_once():
     assert abs(px[0] - 255 * 0.5 ** (1 / 2.2)) <= TOL and px[1] <= TOL and px[3] == 255
 
 
+def test_emissive_texture_beside_a_base_colour_texture():
+    # Black base texture, the quadrant texture as emissive (factor 1): the emissive map shows.
+    b = gw.GltfBuilder()
+    black = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8) + np.array([0, 0, 0, 255], np.uint8)).save(black, format="PNG")
+    base = b.add_texture(b.add_image(black.getvalue()), wrap=(33071, 33071), filters=(9728, 9728))
+    glow = b.add_texture(b.add_image(_png()), wrap=(33071, 33071), filters=(9728, 9728))
+    mat = b.add_material(base_color=(1.0, 1.0, 1.0, 1.0), base_color_texture={"index": base},
+                         emissive=(1.0, 1.0, 1.0), emissive_texture={"index": glow})
+    node = b.add_node(mesh=b.add_mesh([gw.Primitive(CORNERS, np.array([[0, 2, 1], [1, 2, 3]]), texcoords=[UV], material=mat)]))
+    b.add_animation([gw.Channel(node, "translation", np.array([0.0, 1.0]), np.array([[0, 0, 0], [0, 0, 0.05]]))])
+    img, clip = _render(b.to_glb())
+    _check(img, clip, _quadrant)
+
+
 def test_dataset_rows_carry_the_textured_video(tmp_path):
     """Through process_asset: the row's first video frame shows the texture, an external image is
     read from the asset's folder, and one pointing outside it is a reject that reads nothing."""
