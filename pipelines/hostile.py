@@ -15,8 +15,9 @@ without allocating what the file merely declares, and without hanging:
 - sizes above `limits.*` (an external .bin over max_file_mb, with its byteLength declared or
   not; accessor, vertex, morph, node, joint and keyframe counts declared in the JSON with no bytes
   behind them): ("read", "too_large"), the detail naming a `limits.<key>` of `TOO_LARGE_KEYS`;
-- texture images: an image URI out of the folder or missing, a PNG header declaring more than
-  limits.max_texture_pixels, bytes no decoder reads, a texture with only a KTX2 (basisu) source;
+- texture images and materials: an image URI out of the folder or missing, a PNG header declaring
+  more than limits.max_texture_pixels, bytes no decoder reads, a texture with only a KTX2 (basisu)
+  source, a sampler wrap mode glTF does not define, a word where a number belongs;
 - malformed declarations and containers (negative or non-integer counts, bad strides, views
   outside their buffer, a buffer longer than its BIN chunk or data: URI, sparse blocks larger than
   their accessor, an index accessor declaring far more faces than its bytes hold, NaN or decreasing
@@ -341,6 +342,14 @@ def _image_cases(ctx: _Ctx) -> dict[str, tuple[str, Expected]]:
     ):
         doc, buf = _textured(image, data, ext)
         out[case] = (ctx.write(f"{case}.glb", pack_glb(doc, bytes(buf))), expected)
+    # Materials that contradict the spec: a sampler wrap mode GL does not have, a word for a number.
+    doc, buf = _textured({"mimeType": "image/png"}, _png_header(2, 2))
+    doc["samplers"], doc["textures"][0]["sampler"] = [{"wrapS": 1234}], 0
+    out["sampler_bad_wrap"] = (ctx.write("sampler_bad_wrap.glb", pack_glb(doc, bytes(buf))), CORRUPT)
+    doc, buf = _base()
+    doc["materials"] = [{"emissiveFactor": [1, 1, 1], "extensions": {"KHR_materials_emissive_strength": {"emissiveStrength": "bright"}}}]
+    doc["meshes"][0]["primitives"][0]["material"] = 0
+    out["emissive_strength_word"] = (ctx.write("emissive_strength_word.glb", pack_glb(doc, bytes(buf))), CORRUPT)
     return out
 
 

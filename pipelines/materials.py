@@ -30,6 +30,7 @@ from pipelines.gltf_io import Gltf
 
 REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT = 10497, 33071, 33648
 NEAREST, LINEAR = 9728, 9729
+_MIPMAP_FILTERS = (9984, 9985, 9986, 9987)
 # Texture sources in order of preference: Pillow decodes PNG, JPEG and WebP.
 _DECODABLE_SOURCES = ("EXT_texture_webp",)
 _UNDECODABLE_SOURCES = ("KHR_texture_basisu", "EXT_texture_avif")
@@ -78,7 +79,10 @@ def _err(reason: str, detail: str) -> AssetError:
 
 
 def _numbers(value, n: int, what: str) -> np.ndarray:
-    arr = np.asarray(value, np.float64) if isinstance(value, list) else np.zeros(0)
+    try:
+        arr = np.asarray(value, np.float64) if isinstance(value, list) else np.zeros(0)
+    except (TypeError, ValueError):
+        arr = np.zeros(0)
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise _err("corrupt_file", f"{what} must be {n} finite numbers, got {value!r}")
     return arr
@@ -144,14 +148,17 @@ def _texture(g: Gltf, info, what: str, max_pixels: int, max_size: int, cache: di
     if not isinstance(info, dict) or "index" not in info:
         raise _err("corrupt_file", f"{what} is not a textureInfo with an index")
     tex = g.item("textures", info["index"])
+    sampler = g.item("samplers", tex["sampler"]) if "sampler" in tex else {}
+    texture = Texture(np.zeros((0, 0, 4), np.uint8), sampler.get("wrapS", REPEAT), sampler.get("wrapT", REPEAT),
+                      sampler.get("magFilter", LINEAR), sampler.get("minFilter"))
+    wraps = (REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT)
+    if texture.wrap_s not in wraps or texture.wrap_t not in wraps or texture.mag_filter not in (NEAREST, LINEAR) \
+            or texture.min_filter not in (None, NEAREST, LINEAR, *_MIPMAP_FILTERS):
+        raise _err("corrupt_file", f"{what}: sampler {sampler} has wrap or filter values glTF does not define")
     image = _image_index(g, tex, what)
     if image not in cache:
         cache[image] = decode_image(g.image(image), max_pixels, max_size, f"{what} (image {image})")
-    sampler = g.item("samplers", tex["sampler"]) if "sampler" in tex else {}
-    texture = Texture(cache[image], sampler.get("wrapS", REPEAT), sampler.get("wrapT", REPEAT),
-                      sampler.get("magFilter", LINEAR), sampler.get("minFilter"))
-    if texture.wrap_s not in (REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT) or texture.wrap_t not in (REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT):
-        raise _err("corrupt_file", f"{what}: sampler wrap modes {texture.wrap_s}, {texture.wrap_t} are not glTF's")
+    texture.rgba = cache[image]
     return texture, uv_transform(info, what)
 
 
@@ -175,9 +182,10 @@ def load(g: Gltf, indices, max_pixels: int, max_size: int = 2048) -> dict[int, M
         base = _texture(g, base_info, f"{what} base colour texture", max_pixels, max_size, cache)
         if base is not None:
             m.base_color, m.base_color_uv = base
-        strength = (mat.get("extensions") or {}).get("KHR_materials_emissive_strength", {}).get("emissiveStrength", 1.0)
+        strength = ((mat.get("extensions") or {}).get("KHR_materials_emissive_strength") or {}).get("emissiveStrength", 1.0)
         emissive = _numbers(mat.get("emissiveFactor", [0.0, 0.0, 0.0]), 3, f"{what} emissiveFactor")
-        m.emissive_factor = tuple(float(x) for x in emissive * float(strength))
+        emissive = emissive * _numbers([strength], 1, f"{what} emissiveStrength")[0]
+        m.emissive_factor = tuple(float(x) for x in emissive)
         em = _texture(g, mat.get("emissiveTexture"), f"{what} emissive texture", max_pixels, max_size, cache)
         if em is not None and any(m.emissive_factor):
             m.emissive, m.emissive_uv = em
