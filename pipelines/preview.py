@@ -195,8 +195,8 @@ def write(out: shards.Output, cfg: PreviewConfig) -> list[str]:
     journal = shards.journal_records(out)
     sheets, clip_stats = [], []
     for k, shard in enumerate(manifest["shards"]):
-        f = pq.ParquetFile(io.BytesIO(out.read_bytes(shard["path"])))
-        table = f.read(columns=["sample_id", "video", "queries", "camera", "stats"])
+        with out.open_input(shard["path"]) as f:  # the surface and SDF columns are never read
+            table = pq.ParquetFile(f).read(columns=["sample_id", "video", "queries", "camera", "stats"])
         clip_stats += table.column("stats").to_pylist()
         for j in range(0, table.num_rows, cfg.clips_per_sheet):
             name = f"{PREVIEW}/sheet-{k:05d}" + (f"-{j // cfg.clips_per_sheet}" if table.num_rows > cfg.clips_per_sheet else "") + ".png"

@@ -73,6 +73,10 @@ class Output:
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self._p(rel)).type == pafs.FileType.File
 
+    def open_input(self, rel: str):
+        """A random-access file (pyarrow NativeFile): readers take only the columns they need."""
+        return self.fs.open_input_file(self._p(rel))
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self._p(rel)) as f:
             return f.read()
