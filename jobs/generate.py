@@ -3,8 +3,9 @@
     python -m jobs.generate model=models:/shapegen4d@candidate video.path=frames/ output.path=out/gen
     python -m jobs.generate model=models:/shapegen4d@candidate video.dataset=out/demo-dataset video.split=val
 
-The video is a folder of frames (PNG/JPEG, sorted by name) or the conditioning video of a
-row of a build_dataset output. Writes <output.path>/frame_0000.obj ... (one mesh per frame) and
+The video is a video file (MP4/WebM/GIF/MOV/MKV), a folder of frames (PNG/JPEG/WebP, sorted by
+name) or the conditioning video of a row of a build_dataset output; frames without alpha get one
+by foreground masking (jobs.video_io). Writes <output.path>/frame_0000.obj ... (one mesh per frame) and
 sequence.glb (one animated glTF that plays the sequence). Exit status: 0 done, 1 bad input, 2 bad key.
 """
 from __future__ import annotations
@@ -17,15 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from jobs import config as config_lib
-from jobs import tracking
+from jobs import tracking, video_io
 
 log = logging.getLogger("shapegen4d.generate")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 @dataclass
 class VideoConfig:
-    path: str = ""  # folder of frames, sorted by file name
+    path: str = ""  # a video file (mp4, webm, gif, mov, mkv) or a folder of frames, sorted by file name
     dataset: str = ""  # or: a dataset folder/URI; its row `sample_id` (or the first row of `split`)
     sample_id: str = ""
     split: str = "val"
@@ -49,19 +49,12 @@ class GenerateJobConfig:
 
 
 def read_frames(cfg: VideoConfig) -> tuple[np.ndarray, str]:
-    """uint8 [T,H,W,3|4] and a description of where they came from."""
-    from PIL import Image
-
+    """uint8 [T,H,W,4] and a description of where they came from."""
     if bool(cfg.path) == bool(cfg.dataset):
-        raise ValueError("give exactly one of video.path (a folder of frames) and video.dataset")
+        raise ValueError("give exactly one of video.path (a video file or a folder of frames) and video.dataset")
     if cfg.path:
-        files = sorted(p for p in Path(cfg.path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if Path(cfg.path).is_dir() else []
-        if not files:
-            raise FileNotFoundError(f"video.path {cfg.path}: no {'/'.join(IMAGE_SUFFIXES)} frames found")
-        frames = [np.asarray(Image.open(f).convert("RGBA")) for f in files]
-        if len({f.shape for f in frames}) != 1:
-            raise ValueError(f"video.path {cfg.path}: frames differ in size: {sorted({f.shape for f in frames})}")
-        return np.stack(frames), f"{len(files)} frames from {cfg.path}"
+        frames = video_io.read_video(cfg.path)
+        return frames, f"{len(frames)} frames from {cfg.path}"
     from jobs import ingest
 
     info = ingest.open_dataset(cfg.dataset)

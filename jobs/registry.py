@@ -126,17 +126,21 @@ class ShapeGen4DModel(_PythonModel):
 
 
 def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[dict]:
-    """uint8 frames [T,H,W,3|4] -> T meshes; params: seed, steps, guidance, mesh_resolution (0/-1 = default)."""
+    """Video -> T meshes. `frames`: uint8 [T,H,W,3|4] (RGB gets an alpha by foreground masking,
+    jobs.video_io), {"frames": array} as REST clients send it, or, called in Python, a video file,
+    a folder of frames or a file's bytes. params: seed, steps, guidance, mesh_resolution (0/-1 = default)."""
     import dataclasses
 
     import torch
 
+    from jobs import video_io
+
     if isinstance(frames, dict) and len(frames) == 1:  # {"frames": array}, as REST clients send it
         frames = next(iter(frames.values()))
     params = {k: v for k, v in (params or {}).items() if v not in (0, -1.0, None) or k == "seed"}
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
-        raise ValueError(f"expected uint8 frames [T,H,W,3|4], got {frames.dtype} {frames.shape}")
+    if isinstance(frames, (list, tuple)):
+        frames = np.asarray(frames)
+    frames = video_io.read_video(frames)
     cfg = pipeline.cfg
     if "steps" in params or "guidance" in params:
         pipeline.cfg = dataclasses.replace(cfg, flow=dataclasses.replace(
@@ -173,7 +177,7 @@ def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict
 
     reqs = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
             f"safetensors=={safetensors.__version__}", f"scikit-image=={skimage.__version__}",
-            f"mlflow=={mlflow.__version__}", "numpy"]
+            f"mlflow=={mlflow.__version__}", "numpy", "scipy", "Pillow", "av"]
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=ShapeGen4DModel(),
