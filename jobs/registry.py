@@ -157,13 +157,27 @@ def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[di
 
 
 def signature():
+    """Input: uint8 frames [T,H,W,3|4]. Output: one row per frame, its mesh's vertices [V][3]
+    (float32, in the clip's [-1,1]^3) and faces [F][3] (int64)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import Array
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        outputs=Schema([ColSpec(Array(Array(DataType.float)), "vertices"), ColSpec(Array(Array(DataType.long)), "faces")]),
         params=ParamSchema([ParamSpec(k, tp, default) for k, (tp, default) in PARAMS.items()]),
     )
+
+
+def input_example() -> tuple[np.ndarray, dict]:
+    """Two 32 px RGBA frames of a grey disc, and params that keep the check cheap: MLflow runs the
+    logged model on it once (load + predict) before registering, so a model that cannot serve is
+    caught at registration."""
+    yy, xx = np.mgrid[:32, :32]
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2 < 100).astype(np.uint8) * 255
+    frame = np.stack([disc // 2, disc // 2, disc // 2, disc], axis=-1)
+    return np.stack([frame, frame]), {"seed": 0, "steps": 1, "mesh_resolution": 16}
 
 
 def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict) -> dict:
@@ -185,6 +199,7 @@ def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict
         # The network code travels with the model: a consumer loads exactly what was trained.
         code_paths=[str(REPO / "model"), str(REPO / "jobs")],
         signature=signature(),
+        input_example=input_example(),
         pip_requirements=reqs,
         registered_model_name=registered_model or None,
     )

@@ -113,3 +113,59 @@ def test_a_registered_model_loads_anywhere_once_its_source_folders_are_gone(tmp_
     monkeypatch.setenv(registry.BASE_URI_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="SHAPEGEN4D_BASE_URI"):
         registry.load_pipeline(Path(model_dir) / "artifacts" / "model", device="cpu")
+
+
+def test_mlflow_models_serve_answers_a_request(tmp_path, monkeypatch):
+    """The registered model has a signature with its output schema and a logged input example, and
+    `mlflow models serve` on localhost answers a JSON request with the meshes that predict gives."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from jobs import tracking
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.experiment("serve", uri)
+    folder, _ = _pack(tmp_path, _spec())
+    with mlflow.start_run(experiment_id=exp):
+        registry.log_and_register(folder, "shapegen4d", "candidate", {})
+    info = mlflow.models.get_model_info("models:/shapegen4d@candidate")
+    assert [c.name for c in info.signature.outputs.inputs] == ["vertices", "faces"]
+    assert info.saved_input_example_info["type"] == "ndarray"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/shapegen4d@candidate",
+                               "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while server.poll() is None and time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        assert server.poll() is None, server.stderr.read()[-3000:]
+        frames = np.random.default_rng(0).integers(0, 256, (3, 20, 30, 4), dtype=np.uint8)
+        body = json.dumps({"inputs": frames.tolist(), "params": {"seed": 1, "steps": 2}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        served = json.loads(urllib.request.urlopen(req, timeout=300).read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(30)
+    pipeline, meta = registry.load_pipeline(folder, device="cpu")
+    local = registry.predict(pipeline, meta, frames, {"seed": 1, "steps": 2})
+    assert len(served) == 3
+    for s, m in zip(served, local):
+        np.testing.assert_allclose(np.asarray(s["vertices"], np.float32), m["vertices"], atol=1e-6)
+        assert np.array_equal(np.asarray(s["faces"]), m["faces"])
