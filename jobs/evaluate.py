@@ -18,7 +18,7 @@ Protocol (what one evaluation is):
    stored `normalization` (center, scale; never recomputed), then made watertight per frame by
    the dataset's watertight stage with the dataset's `config.watertight` (normalise + watertight
    are `pipelines.process.watertight_frames`, the very function the build's stage calls). Same pure
-   pipelines/ functions as the build (`GroundTruth` below), so the rebuilt meshes are the ones the
+   pipelines/ functions as the build (`pipelines.ground_truth`), so the rebuilt meshes are the ones the
    shards' `surface` points were sampled from.
 4. Metrics: `pipelines.metrics.evaluate_clip(pred, gt, metrics)` per clip (both in the clip's
    normalised [-1,1]^3 frame); the evaluation's summary is the mean over evaluated clips of each
@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -74,8 +73,10 @@ from typing import Any, Literal
 import numpy as np
 
 from jobs import config as config_lib
-from jobs import tracking
+from jobs import registry, tracking
+from jobs.registry import ModelRef, current_champion, decide, load_model, resolve_model
 from jobs.ingest import read_videos  # one shard's conditioning videos, sample_id -> uint8 [T,H,W,4]
+from pipelines.ground_truth import GroundTruth
 from pipelines.metrics import MetricConfig
 
 log = logging.getLogger("shapegen4d.evaluate")
@@ -202,152 +203,7 @@ def dataset_config(manifest: dict, source_path: str = ""):
     return cfg
 
 
-class GroundTruth:
-    """Rebuilds the watertight ground-truth meshes of a clip from its source asset (module doc, 3).
-
-    Composes the dataset job's own pure stage functions (sources -> gltf_io -> bake ->
-    process.watertight_frames with the row's stored transform, the build's normalise + watertight
-    stage) with the dataset's config. Raises AssetError
-    (stage, reason, detail) when the asset is unavailable, changed, or a stage rejects it."""
-
-    def __init__(self, manifest: dict, source_path: str = ""):
-        self.cfg = dataset_config(manifest, source_path)
-        self._refs: dict | None = None
-        self._listing: dict = {}
-
-    def prepare(self, uids: list[str]) -> None:
-        """List the assets of these uids once (a metadata pass, as the build's curate stage)."""
-        from pipelines import sources
-
-        wanted = sorted(set(uids) - set(self._refs or {}))
-        self._refs = self._refs or {}
-        if not wanted:
-            return
-        try:
-            refs, rejects = sources.list_assets(dataclasses.replace(self.cfg.source, uids=wanted, limit=0))
-        except (OSError, ValueError) as e:  # the whole source is gone or unreadable
-            for u in wanted:
-                self._listing[u] = ("source_unavailable", f"{self.cfg.source.kind} source {self.cfg.source.path!r}: {e}")
-            return
-        self._refs.update({r.uid: r for r in refs if r.uid in wanted})
-        reasons = {r.uid: (r.reason, r.detail) for r in rejects}
-        for u in wanted:
-            if u not in self._refs:
-                self._listing[u] = reasons.get(u, ("source_unavailable", "not listed by the source"))
-
-    def ref(self, uid: str):
-        """The AssetRef of a uid (listed on first use); AssetError when the source has no such asset."""
-        from pipelines.errors import AssetError
-
-        if uid not in (self._refs or {}) and uid not in self._listing:
-            self.prepare([uid])
-        if uid in self._refs:
-            return self._refs[uid]
-        reason, detail = self._listing[uid]
-        raise AssetError("fetch", "source_unavailable", f"asset {uid}: {reason}: {detail}")
-
-    def frames(self, clip: Clip) -> list[tuple[np.ndarray, np.ndarray]]:
-        """T watertight meshes (vertices float64 [V,3], faces int64 [F,3]) in the clip's normalised frame."""
-        from pipelines import bake, gltf_io, process, sources
-        from pipelines.errors import AssetError
-
-        if clip.source != self.cfg.source.kind:
-            raise AssetError("fetch", "source_unavailable",
-                             f"row was built from a {clip.source} source, the dataset config names {self.cfg.source.kind}")
-        ref = self.ref(clip.uid)
-        data, read_external = sources.fetch(ref, self.cfg.source, self.cfg.limits)
-        sha = hashlib.sha256(data).hexdigest()
-        if sha != clip.source_sha256:
-            raise AssetError("fetch", "source_changed", f"{ref.uri} has sha256 {sha}, the dataset was built from {clip.source_sha256}")
-        gltf = gltf_io.load_gltf(data, read_external, self.cfg.limits)
-        times = self.times(gltf, clip)
-        baked = bake.bake(gltf, clip.animation_index, times, self.cfg.bake)
-        return [(v, f) for v, f, _ in process.watertight_frames(baked, clip.center, clip.scale, self.cfg.watertight)]
-
-    def times(self, gltf, clip: Clip) -> np.ndarray:
-        """The float64 frame times the build planned for this clip when they round to the stored
-        float32 ones (bit-exact rebuild); otherwise the stored times."""
-        from pipelines import bake, process
-        from pipelines.errors import AssetError
-
-        stored = clip.frame_times.astype(np.float64)
-        try:
-            plans = process.plan_clips(bake.list_animations(gltf), self.cfg.num_frames, self.cfg.clips)
-        except AssetError:
-            return stored
-        for p in plans:
-            if (p.animation_index, p.clip_index) == (clip.animation_index, clip.clip_index) and \
-                    p.times.shape == clip.frame_times.shape and np.array_equal(p.times.astype(np.float32), clip.frame_times):
-                return p.times
-        return stored
-
-
 # ------------------------------------------------------------------------------------ models
-
-
-@dataclass
-class ModelRef:
-    uri: str  # as given
-    load_uri: str  # pinned: models:/name/version for registered models
-    name: str = ""  # registered model name ("" = not a registered model)
-    version: str = ""
-    run_id: str = ""  # the run that logged it
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}" if self.name else self.uri
-
-
-def resolve_model(uri: str, client) -> ModelRef:
-    """models:/name@alias | models:/name/<version> | models:/name/latest -> the version; other URIs as given."""
-    from mlflow.exceptions import MlflowException
-
-    if not uri.startswith("models:/"):
-        return ModelRef(uri, uri)
-    rest = uri[len("models:/"):].strip("/")
-    try:
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        elif "/" in rest:
-            name, ver = rest.rsplit("/", 1)
-            if ver == "latest":
-                versions = client.search_model_versions(f"name = '{name}'")
-                if not versions:
-                    raise EvaluationError(f"model {uri} not found: registered model {name!r} has no versions")
-                mv = max(versions, key=lambda v: int(v.version))
-            elif ver.isdigit():
-                mv = client.get_model_version(name, ver)
-            else:
-                raise EvaluationError(f"model {uri}: {ver!r} is neither a version number nor 'latest' "
-                                      "(use models:/name@alias for aliases)")
-        else:
-            if rest.startswith("m-"):  # an MLflow 3 logged-model id: not a registry entry
-                return ModelRef(uri, uri)
-            raise EvaluationError(f"model {uri}: give models:/<name>@<alias> or models:/<name>/<version>")
-    except MlflowException as e:
-        raise EvaluationError(f"model {uri} not found in the registry at {client.tracking_uri}: {e.message}") from None
-    return ModelRef(uri, f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), mv.run_id or "")
-
-
-def current_champion(client, name: str, alias: str) -> ModelRef | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-    return ModelRef(f"models:/{name}@{alias}", f"models:/{name}/{mv.version}", name, str(mv.version), mv.run_id or "")
-
-
-def load_model(ref: ModelRef):
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.load_model(ref.load_uri)
-    except (MlflowException, OSError) as e:
-        raise EvaluationError(f"model {ref.uri} ({ref.load_uri}) could not be loaded: {e}") from None
 
 
 # -------------------------------------------------------------------------------- summaries
@@ -395,34 +251,7 @@ def _finite_or_none(x: Any) -> Any:
     return x
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
-
-
 # -------------------------------------------------------------------------------- promotion
-
-
-def decide(candidate: float, champion: float | None, mode: str = "lower", min_delta: float = 0.0,
-           metric: str = "metric") -> tuple[bool, str]:
-    """Whether the candidate takes the alias, and why. Pure: no registry access.
-
-    No champion -> promoted. Otherwise promoted only when strictly better by more than min_delta
-    in `mode` ("lower" or "higher" is better); a tie, a NaN on either side, or a loss keeps the
-    champion. inf is an ordinary (worst for lower, best for higher) value."""
-    if mode not in ("lower", "higher"):
-        raise ValueError(f"promote_mode must be 'lower' or 'higher', got {mode!r}")
-    candidate = float(candidate)
-    if champion is None:
-        return True, f"no current champion: first evaluated version ({metric} {_fmt(candidate)})"
-    champion = float(champion)
-    if math.isnan(candidate) or math.isnan(champion):
-        return False, f"{metric} not comparable: candidate {_fmt(candidate)}, champion {_fmt(champion)}"
-    gain = champion - candidate if mode == "lower" else candidate - champion
-    won = gain > min_delta and not (math.isinf(candidate) and math.isinf(champion))
-    verdict = "beats" if won else "does not beat"
-    margin = f" by more than {min_delta:g}" if min_delta else ""
-    return won, (f"candidate {metric} {_fmt(candidate)} {verdict} champion {_fmt(champion)}{margin} "
-                 f"({mode} is better)")
 
 
 def _champion_value(client, cfg: EvaluateConfig, champ: ModelRef, proto_digest: str) -> tuple[dict | None, str]:
@@ -497,7 +326,7 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
     from jobs.runtime import hms
     from pipelines.errors import AssetError
 
-    gt_builder = GroundTruth(info.manifest, cfg.data.source_path)
+    gt_builder = GroundTruth(dataset_config(info.manifest, cfg.data.source_path))
     gt_builder.prepare([c.uid for c in clips])
     evals = [Evaluation(ref, role) for ref, role, _ in models]
     params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}
@@ -551,7 +380,7 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
                 "temporal": res["temporal"],
             })
             s = res["summary"]
-            status.append(f"{ref.label}: " + ", ".join(f"{k} {_fmt(s[k])}" for k in
+            status.append(f"{ref.label}: " + ", ".join(f"{k} {registry.fmt(s[k])}" for k in
                                                         ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned")
                                                         if k in s) + f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)")
         elapsed = time.time() - t_start
@@ -650,10 +479,10 @@ class Result:
         cand = self.evaluations[0]
         lines = [f"evaluated {cand.model.label} on {cand.evaluated}/{len(cand.clips)} clips in {self.wall_s:.0f} s; "
                  f"MLflow run {cand.run_id}"]
-        lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in cand.summary.items()))
+        lines.append("  " + ", ".join(f"{k} {registry.fmt(v)}" for k, v in cand.summary.items()))
         for ev in self.evaluations[1:]:
             lines.append(f"  champion {ev.model.label} evaluated too (run {ev.run_id}): " +
-                         ", ".join(f"{k} {_fmt(v)}" for k, v in ev.summary.items()))
+                         ", ".join(f"{k} {registry.fmt(v)}" for k, v in ev.summary.items()))
         for c in cand.clips:
             if c["status"] != "ok":
                 lines.append(f"  error {c['sample_id']}: {c['error_stage']}/{c['error_reason']}: {c['error_detail'].splitlines()[0][:300]}")
@@ -739,7 +568,7 @@ def promote(client, cfg: EvaluateConfig, ev: Evaluation, champ: ModelRef | None,
     metric, alias = cfg.promote_metric, cfg.champion_alias
     value = ev.summary.get(metric, math.nan)
     if champ is not None and champ.version == ev.model.version:
-        moved, reason, what = False, f"{ev.model.label} already holds alias {alias!r} ({metric} {_fmt(value)})", "kept"
+        moved, reason, what = False, f"{ev.model.label} already holds alias {alias!r} ({metric} {registry.fmt(value)})", "kept"
     elif not ev.complete:
         moved, reason, what = False, (f"incomplete evaluation: {ev.failed} of {len(ev.clips)} clips failed; promotion "
                                       "compares complete evaluations only"), "refused"

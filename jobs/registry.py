@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,102 @@ def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict
         client.set_registered_model_alias(registered_model, alias, version)
         out.update({"version": version, "registered_uri": f"models:/{registered_model}@{alias}"})
     return out
+
+
+# ------------------------------------------------------------------ consumers: which version, and promotion policy
+
+
+class RegistryError(ValueError):
+    """A model reference that does not resolve, or a model that does not load."""
+
+
+@dataclass
+class ModelRef:
+    uri: str  # as given
+    load_uri: str  # pinned: models:/name/version for registered models
+    name: str = ""  # registered model name ("" = not a registered model)
+    version: str = ""
+    run_id: str = ""  # the run that logged it
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.name else self.uri
+
+
+def resolve_model(uri: str, client) -> ModelRef:
+    """models:/name@alias | models:/name/<version> | models:/name/latest -> the version; other URIs as given."""
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return ModelRef(uri, uri)
+    rest = uri[len("models:/"):].strip("/")
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, ver = rest.rsplit("/", 1)
+            if ver == "latest":
+                versions = client.search_model_versions(f"name = '{name}'")
+                if not versions:
+                    raise RegistryError(f"model {uri} not found: registered model {name!r} has no versions")
+                mv = max(versions, key=lambda v: int(v.version))
+            elif ver.isdigit():
+                mv = client.get_model_version(name, ver)
+            else:
+                raise RegistryError(f"model {uri}: {ver!r} is neither a version number nor 'latest' "
+                                      "(use models:/name@alias for aliases)")
+        else:
+            if rest.startswith("m-"):  # an MLflow 3 logged-model id: not a registry entry
+                return ModelRef(uri, uri)
+            raise RegistryError(f"model {uri}: give models:/<name>@<alias> or models:/<name>/<version>")
+    except MlflowException as e:
+        raise RegistryError(f"model {uri} not found in the registry at {client.tracking_uri}: {e.message}") from None
+    return ModelRef(uri, f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), mv.run_id or "")
+
+
+def current_champion(client, name: str, alias: str) -> ModelRef | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return ModelRef(f"models:/{name}@{alias}", f"models:/{name}/{mv.version}", name, str(mv.version), mv.run_id or "")
+
+
+def load_model(ref: ModelRef):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(ref.load_uri)
+    except (MlflowException, OSError) as e:
+        raise RegistryError(f"model {ref.uri} ({ref.load_uri}) could not be loaded: {e}") from None
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def decide(candidate: float, champion: float | None, mode: str = "lower", min_delta: float = 0.0,
+           metric: str = "metric") -> tuple[bool, str]:
+    """Whether the candidate takes the alias, and why. Pure: no registry access.
+
+    No champion -> promoted. Otherwise promoted only when strictly better by more than min_delta
+    in `mode` ("lower" or "higher" is better); a tie, a NaN on either side, or a loss keeps the
+    champion. inf is an ordinary (worst for lower, best for higher) value."""
+    if mode not in ("lower", "higher"):
+        raise ValueError(f"promote_mode must be 'lower' or 'higher', got {mode!r}")
+    candidate = float(candidate)
+    if champion is None:
+        return True, f"no current champion: first evaluated version ({metric} {fmt(candidate)})"
+    champion = float(champion)
+    if math.isnan(candidate) or math.isnan(champion):
+        return False, f"{metric} not comparable: candidate {fmt(candidate)}, champion {fmt(champion)}"
+    gain = champion - candidate if mode == "lower" else candidate - champion
+    won = gain > min_delta and not (math.isinf(candidate) and math.isinf(champion))
+    verdict = "beats" if won else "does not beat"
+    margin = f" by more than {min_delta:g}" if min_delta else ""
+    return won, (f"candidate {metric} {fmt(candidate)} {verdict} champion {fmt(champion)}{margin} "
+                 f"({mode} is better)")

@@ -152,7 +152,7 @@ def watertight_frames(baked: bake.Baked, center: np.ndarray, scale: float,
     (vertices float64 [V,3], faces int64 [F,3], info) in the clip's normalised [-1,1]^3 frame.
 
     The ground truth of a clip: the build's watertight stage (process_clip) calls it with the
-    transform it computed, the evaluation (jobs.evaluate.GroundTruth) with the row's stored
+    transform it computed, the evaluation (pipelines.ground_truth) with the row's stored
     `normalization`, so the evaluation rebuilds the very meshes the row's samples came from."""
     verts_TV3 = normalize.apply(baked.vertices, center, scale)
     for t in range(len(verts_TV3)):

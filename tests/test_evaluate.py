@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import config as config_lib
-from jobs import evaluate, ingest
+from jobs import evaluate, ingest, registry
+from pipelines.ground_truth import GroundTruth
 
 try:
     import mlflow.pyfunc
@@ -123,7 +124,7 @@ def store(dataset, tmp_path_factory) -> dict:
             real = registry.log_and_register(folder, NAME, "candidate", {"dataset.digest": info.digest})
 
         # The oracle's table: every test clip's ground truth, keyed by its video.
-        gt = evaluate.GroundTruth(info.manifest)
+        gt = GroundTruth(evaluate.dataset_config(info.manifest))
         clips = evaluate.list_clips(info, "test")
         arrays = {}
         for c in clips:
@@ -161,18 +162,18 @@ def first_promotion(store) -> subprocess.CompletedProcess:
 
 
 def test_promotion_rule():
-    assert evaluate.decide(0.3, None, "lower")[0]  # first evaluated version
-    assert evaluate.decide(0.2, 0.3, "lower") == (True, "candidate metric 0.2 beats champion 0.3 (lower is better)")
-    won, why = evaluate.decide(0.4, 0.3, "lower", metric="chamfer_aligned")
+    assert registry.decide(0.3, None, "lower")[0]  # first evaluated version
+    assert registry.decide(0.2, 0.3, "lower") == (True, "candidate metric 0.2 beats champion 0.3 (lower is better)")
+    won, why = registry.decide(0.4, 0.3, "lower", metric="chamfer_aligned")
     assert not won and why == "candidate chamfer_aligned 0.4 does not beat champion 0.3 (lower is better)"
-    assert not evaluate.decide(0.3, 0.3, "lower")[0]  # a tie keeps the champion
-    assert evaluate.decide(0.9, 0.8, "higher")[0] and not evaluate.decide(0.7, 0.8, "higher")[0]
-    assert not evaluate.decide(0.25, 0.3, "lower", min_delta=0.1)[0] and evaluate.decide(0.15, 0.3, "lower", min_delta=0.1)[0]
-    assert not evaluate.decide(math.nan, 0.3)[0] and not evaluate.decide(0.1, math.nan)[0]
-    assert evaluate.decide(0.5, math.inf, "lower")[0] and not evaluate.decide(math.inf, 0.5, "lower")[0]
-    assert not evaluate.decide(math.inf, math.inf, "lower")[0]
+    assert not registry.decide(0.3, 0.3, "lower")[0]  # a tie keeps the champion
+    assert registry.decide(0.9, 0.8, "higher")[0] and not registry.decide(0.7, 0.8, "higher")[0]
+    assert not registry.decide(0.25, 0.3, "lower", min_delta=0.1)[0] and registry.decide(0.15, 0.3, "lower", min_delta=0.1)[0]
+    assert not registry.decide(math.nan, 0.3)[0] and not registry.decide(0.1, math.nan)[0]
+    assert registry.decide(0.5, math.inf, "lower")[0] and not registry.decide(math.inf, 0.5, "lower")[0]
+    assert not registry.decide(math.inf, math.inf, "lower")[0]
     with pytest.raises(ValueError):
-        evaluate.decide(0.1, 0.2, "smaller")
+        registry.decide(0.1, 0.2, "smaller")
 
 
 def test_ground_truth_rebuild_is_the_mesh_the_shards_were_sampled_from(dataset):
@@ -184,7 +185,7 @@ def test_ground_truth_rebuild_is_the_mesh_the_shards_were_sampled_from(dataset):
     info = ingest.open_dataset(str(data))
     clips = evaluate.list_clips(info, "test")
     assert sorted(c.uid for c in clips) == TEST_UIDS and len(evaluate.list_clips(info, "test", limit=1)) == 1
-    gt = evaluate.GroundTruth(info.manifest)
+    gt = GroundTruth(evaluate.dataset_config(info.manifest))
     h = 2 / manifest["config"]["watertight"]["resolution"]
     for c in clips:
         table = pq.read_table(data / c.shard)
@@ -280,7 +281,7 @@ def test_better_version_takes_champion_and_worse_one_does_not(first_promotion, s
     mv = client.get_model_version(NAME, v["sphere"])
     sphere = r.evaluations[0].summary["chamfer_aligned"]
     assert mv.tags["promotion.decision"] == "kept" and "does not beat" in mv.tags["promotion.reason"]
-    oracle = evaluate._fmt(r.evaluations[1].summary["chamfer_aligned"])
+    oracle = registry.fmt(r.evaluations[1].summary["chamfer_aligned"])
     assert f"{sphere:.4g} does not beat champion {oracle} " in mv.tags["promotion.reason"]
     champion = client.get_model_version(NAME, v["oracle"])
     assert champion.tags["eval.test.protocol"] == mv.tags["eval.test.protocol"]
