@@ -1,6 +1,6 @@
 """Build the 4D training set: `python -m jobs.build_dataset --config jobs/configs/<name>.yaml [key=value ...]`.
 
-Writes <output.path>/manifest.json, rejects.parquet and data/shard-*.parquet (schema v1, see
+Writes <output.path>/manifest.json, rejects.parquet and data/shard-*.parquet (schema v2, see
 docs/design.md), resuming from whatever an earlier run into the same output finished. Exit status:
 0 when the job ran to completion (rejected assets included), 1 when it could not run (missing
 source, unwritable output, a different config in the output folder), 2 on a bad config key.
@@ -88,7 +88,8 @@ def _log_bytes(data: bytes, artifact_path: str) -> None:
 
 
 def main(cfg: DatasetConfig) -> dataset_job.Summary:
-    summary = dataset_job.run(cfg, content_config(cfg), config_lib.digest(content_config(cfg)),
+    content = content_config(cfg)
+    summary = dataset_job.run(cfg, content, config_lib.digest(content),
                               start_ray=lambda: runtime.init_ray(cfg.ray.address, cfg.ray.num_cpus),
                               code=runtime.code_version())
     files = []

@@ -1,8 +1,9 @@
 """Training ingest: a dataset's manifest and its shards as a Ray Dataset of model-ready arrays.
 
-The shards are schema v1 (docs/design.md); only the columns the model needs are read. Decoding
-(PNG frames, fixed-shape tensors to numpy) runs as a Ray Data map on the CPUs the training
-workers leave free, so it overlaps the training steps instead of stalling them.
+The shards are schema v2 (docs/design.md; v1 shards have the same columns it reads); only the
+columns the model needs are read. Decoding (PNG frames, fixed-shape tensors to numpy) runs as a
+Ray Data map on the CPUs the training workers leave free, so it overlaps the training steps
+instead of stalling them.
 """
 from __future__ import annotations
 

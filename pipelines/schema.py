@@ -145,4 +145,3 @@ def to_table(rows: list[dict], d: Dims) -> pa.Table:
     if missing:
         raise KeyError(f"row lacks columns {missing}")
     return pa.Table.from_arrays([_column([r[f.name] for r in rows], f.type) for f in sch], schema=sch)
-
