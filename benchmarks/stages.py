@@ -2,11 +2,13 @@
 
 Runs `process_asset` (no Ray: one process, one core) on every asset of the configured source
 (default: the shipped samples at the paper's resolutions) and prints CPU-seconds per clip for
-each stage, plus the FPS time for picking the queries, as ratios of the whole. Not a test:
-numbers depend on the machine.
+each stage, plus the FPS time for picking the queries, as ratios of the whole; per asset, its
+CPU-seconds per frame and the process's peak resident memory so far (what one asset worker
+needs). Not a test: numbers depend on the machine.
 """
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from collections import Counter
@@ -51,7 +53,11 @@ def main(argv: list[str]) -> None:
         clips += len(res.rows)
         total.update(res.cpu_s)
         status = f"{len(res.rows)} clip(s)" + "".join(f", rejected {r.stage}/{r.reason}" for r in res.rejects)
-        print(f"  {ref.uid:<20} {status:<24} {sum(res.cpu_s.values()):7.1f} CPU-s  {time.time() - t0:6.1f} s wall")
+        cpu = sum(res.cpu_s.values())
+        frames = max(len(res.rows), 1) * cfg.num_frames
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        print(f"  {ref.uid:<20} {status:<24} {cpu:7.1f} CPU-s  {cpu / frames:5.2f}/frame  "
+              f"{time.time() - t0:6.1f} s wall  peak {peak_mib:5.0f} MiB")
     clips = max(clips, 1)
     whole = sum(total.values())
     print(f"\nCPU-seconds per clip by stage ({clips} clips; share of the whole):")

@@ -48,7 +48,7 @@ from scipy.spatial.transform import Rotation
 
 from pipelines.errors import AssetError
 from pipelines.gltf_io import TRIANGLE_MODES, Gltf, declared_faces
-from pipelines.surface import face_areas_normals
+from pipelines.surface import face_area_volume
 
 TRS_PATHS = {"translation": 3, "rotation": 4, "scale": 3}
 INTERPOLATIONS = ("LINEAR", "STEP", "CUBICSPLINE")
@@ -529,7 +529,7 @@ def bake(g: Gltf, animation_index: int, times: np.ndarray, config: BakeConfig | 
     if not np.all(np.isfinite(vertices)):
         bad = np.flatnonzero(~np.isfinite(vertices).all(axis=(1, 2)))
         raise _bake_err("non_finite_vertices", f"NaN/inf vertices in frames {bad.tolist()[:8]}")
-    areas, _ = face_areas_normals(vertices[0], faces_all)
+    areas, _ = face_area_volume(vertices[0], faces_all)
     if not np.any(areas > 0):
         raise _bake_err("zero_area", f"all {len(faces_all)} faces have zero area in frame 0")
     return Baked(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.errors import AssetError
+from pipelines.surface import face_area_volume
 
 
 @dataclass
@@ -39,11 +40,7 @@ class QualityConfig:
 
 def source_areas(vertices_TV3: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """[T] surface area of every source frame."""
-    out = np.empty(len(vertices_TV3))
-    for t, v in enumerate(vertices_TV3):
-        tri = v[faces]
-        out[t] = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
-    return out
+    return np.array([face_area_volume(v, faces)[0].sum() for v in vertices_TV3])
 
 
 def check_source(areas_T: np.ndarray, cfg: QualityConfig) -> None:

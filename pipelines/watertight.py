@@ -40,6 +40,7 @@ import numba as nb
 import numpy as np
 
 from pipelines.errors import AssetError
+from pipelines.surface import face_area_volume
 
 
 @dataclass
@@ -344,23 +345,6 @@ def _compact(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True)
-def face_area_volume(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-face area [F] and the enclosed signed volume (positive when faces wind
-    counter-clockwise seen from outside, by the divergence theorem)."""
-    area = np.empty(f.shape[0])
-    vol6 = 0.0
-    for i in range(f.shape[0]):
-        a, b, c = v[f[i, 0]], v[f[i, 1]], v[f[i, 2]]
-        ux, uy, uz = b[0] - a[0], b[1] - a[1], b[2] - a[2]
-        wx, wy, wz = c[0] - a[0], c[1] - a[1], c[2] - a[2]
-        cx, cy, cz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
-        area[i] = 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
-        # a . (b x c) = a . ((b-a) x (c-a))
-        vol6 += a[0] * cx + a[1] * cy + a[2] * cz
-    return area, vol6 / 6.0
-
-
-@nb.njit(cache=True)
 def _find(parent: np.ndarray, x: int) -> int:
     while parent[x] != x:
         parent[x] = parent[parent[x]]  # path halving
@@ -434,7 +418,7 @@ def is_closed_consistent(f: np.ndarray, num_vertices: int) -> bool:
 
 def signed_volume(v: np.ndarray, f: np.ndarray) -> float:
     """Enclosed volume (positive when the faces wind counter-clockwise seen from outside)."""
-    return float(face_area_volume(np.asarray(v, np.float64), np.asarray(f, np.int64))[1])
+    return float(face_area_volume(v, f)[1])
 
 
 def make_watertight(
