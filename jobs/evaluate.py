@@ -24,6 +24,11 @@ Protocol (what one evaluation is):
    normalised [-1,1]^3 frame); the evaluation's summary is the mean over evaluated clips of each
    clip summary metric (raw and `_aligned`, jitter, alignment spread); NaN clip values are left
    out of a mean, an infinite one (an empty predicted frame gives CD inf) makes it inf.
+   Silhouettes (mean over frames of the IoU with the video's object mask, the row's alpha):
+   `silhouette_iou_front` the canonical meshes seen from the front, as without registration;
+   `silhouette_iou_registered` after the model's own pose registration to the masks
+   (pipelines.registration, what predict returns); `silhouette_iou_true_camera` the canonical
+   meshes through the camera the row was rendered with (the ceiling registration aims at).
 5. Protocol digest: sha256 of (dataset digest, split, the requested sample_ids, the metric config
    without `workers`, seed/steps/mesh_resolution). Two evaluations are comparable only when their
    protocol digests are equal and both evaluated every clip.
@@ -37,7 +42,9 @@ non-finite numbers are null) and metrics.csv (one row per clip). MLflow: an eval
 experiment `mlflow.experiment` (params: model URI and version, dataset digest, split, metric
 config, generation params; the summary as metrics (finite ones) and as the JSON tag
 `eval.summary`; the files as artifacts; tags `model.*`, `dataset.digest`, `eval.protocol`; the
-dataset as an input of context "evaluation"), and on the evaluated MODEL VERSION the tags
+dataset as an input of context "evaluation"; `previews/<sample_id>/` for the first `output.previews`
+clips: sequence.glb, preview.mp4, per-frame meshes, registration.json, pipelines.export), and on
+the evaluated MODEL VERSION the tags
 `eval.<split>.<metric>` (every summary metric), `eval.<split>.run_id`, `.dataset_digest`,
 `.protocol`, `.clips`, `.clips_failed`: the latest evaluation per split.
 
@@ -65,6 +72,7 @@ import io
 import json
 import logging
 import math
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -98,6 +106,7 @@ class EvalDataConfig:
 @dataclass
 class EvalOutputConfig:
     path: str = "out/evaluation"  # metrics.json + metrics.csv (folder or pyarrow URI)
+    previews: int = 4  # clips whose registered, textured sequence and preview.mp4 the MLflow run keeps
 
 
 @dataclass
@@ -147,10 +156,13 @@ class Clip:
     center: np.ndarray  # [3] float64
     scale: float
     shard: str  # shard path relative to the dataset root
+    intrinsics: np.ndarray  # [3,3] the camera the row's video was rendered with (OpenCV)
+    extrinsics: np.ndarray  # [4,4] world (the clip's normalised frame) -> camera
 
 
 _CLIP_COLUMNS = ["sample_id", "uid", "source", "source_sha256", "animation_index", "clip_index", "split",
-                 "frame_times", "normalization"]
+                 "frame_times", "normalization", "camera"]
+SILHOUETTE_KEYS = ["silhouette_iou_front", "silhouette_iou_registered", "silhouette_iou_true_camera"]
 
 
 def split_shards(info, split: str, limit: int = 0) -> list[str]:
@@ -181,7 +193,8 @@ def list_clips(info, split: str, limit: int = 0) -> list[Clip]:
             clips.append(Clip(r["sample_id"], r["uid"], r["source"], r["source_sha256"], int(r["animation_index"]),
                               int(r["clip_index"]), np.asarray(r["frame_times"], np.float32),
                               np.asarray(r["normalization"]["center"], np.float64), float(r["normalization"]["scale"]),
-                              path))
+                              path, np.asarray(r["camera"]["intrinsics"], np.float64).reshape(3, 3),
+                              np.asarray(r["camera"]["extrinsics"], np.float64).reshape(4, 4)))
             if limit and len(clips) >= limit:
                 return clips
     return clips
@@ -228,7 +241,27 @@ def summary_keys(mcfg: MetricConfig, num_frames: int) -> list[str]:
     tiny = dataclasses.replace(mcfg, num_points=64, num_uniform=64, num_near=64, align_points=64,
                                align_iterations=2, temporal_points=64, workers=1)
     frames = [(v + 0.01 * t, f) for t in range(max(num_frames, 1))]
-    return sorted(metrics.evaluate_clip(frames, frames, tiny)["summary"])
+    return sorted([*metrics.evaluate_clip(frames, frames, tiny)["summary"], *SILHOUETTE_KEYS])
+
+
+def silhouettes(rows: list[dict], frames_THW4: np.ndarray, clip: Clip) -> dict[str, float]:
+    """The clip's silhouette IoUs (SILHOUETTE_KEYS, module doc) from predict's rows. A model
+    registered before predict registered its meshes returns only vertices and faces: its
+    registered IoU is NaN (left out of the summary's mean)."""
+    from pipelines import registration
+
+    masks = registration.masks_of(frames_THW4)
+    canonical = [(np.asarray(r["vertices"], np.float64), r["faces"]) for r in rows]
+    front = registration.front_view(*masks.shape[1:], registration.RegistrationConfig())
+    R, t = clip.extrinsics[:3, :3], clip.extrinsics[:3, 3]
+    return {
+        "silhouette_iou_front": float(registration.silhouette_ious(
+            [(front.apply(v), f) for v, f in canonical], masks, front.intrinsics).mean()),
+        "silhouette_iou_registered": float(np.mean([r["silhouette_iou"] for r in rows]))
+        if all("silhouette_iou" in r for r in rows) else math.nan,
+        "silhouette_iou_true_camera": float(registration.silhouette_ious(
+            [(v @ R.T + t, f) for v, f in canonical], masks, clip.intrinsics).mean()),
+    }
 
 
 def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tuple[dict, str]:
@@ -300,6 +333,7 @@ class Evaluation:
     clips: list[dict] = field(default_factory=list)  # one entry per clip, ok or error
     summary: dict = field(default_factory=dict)
     run_id: str = ""
+    previews: dict[str, str] = field(default_factory=dict)  # sample_id -> local folder (pipelines.export.write_sequence)
 
     @property
     def evaluated(self) -> int:
@@ -320,11 +354,16 @@ def _error_row(clip: Clip, stage: str, reason: str, detail: str) -> dict:
             "error_detail": detail}
 
 
-def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[tuple[ModelRef, str, Any]]) -> list[Evaluation]:
-    """Every clip: rebuild its ground truth once, predict with each model, score. Error rows on failure."""
+def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[tuple[ModelRef, str, Any]],
+                    preview_dir: str = "") -> list[Evaluation]:
+    """Every clip: rebuild its ground truth once, predict with each model, score. Error rows on
+    failure. The first cfg.output.previews clips of each model are written under preview_dir."""
+    from pathlib import Path
+
     from pipelines import metrics
     from jobs.runtime import hms
     from pipelines.errors import AssetError
+    from pipelines.export import write_sequence
 
     gt_builder = GroundTruth(dataset_config(info.manifest, cfg.data.source_path))
     gt_builder.prepare([c.uid for c in clips])
@@ -357,12 +396,19 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
             try:
                 t1 = time.time()
                 frames = videos[clip.sample_id]
-                pred = [(np.asarray(m["vertices"]), np.asarray(m["faces"])) for m in model.predict(frames, params=params)]
+                rows = model.predict(frames, params=params)
+                pred = [(np.asarray(m["vertices"]), np.asarray(m["faces"])) for m in rows]
                 gen_s = time.time() - t1
                 stage = "metrics"
                 t1 = time.time()
                 res = metrics.evaluate_clip(pred, gt, cfg.metrics)
+                res["summary"].update(silhouettes(rows, frames, clip))
                 met_s = time.time() - t1
+                if preview_dir and len(ev.previews) < cfg.output.previews and "vertices_camera" in rows[0]:
+                    stage = "preview"
+                    folder = Path(preview_dir) / ev.role / clip.sample_id.replace(":", "_")
+                    write_sequence(rows, frames, folder)
+                    ev.previews[clip.sample_id] = str(folder)
             except Exception as e:
                 detail = traceback.format_exc()
                 log.error("%s of %s with %s failed:\n%s", stage, clip.sample_id, ref.label, detail)
@@ -381,7 +427,8 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
             })
             s = res["summary"]
             status.append(f"{ref.label}: " + ", ".join(f"{k} {registry.fmt(s[k])}" for k in
-                                                        ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned")
+                                                        ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned",
+                                                         "silhouette_iou_registered")
                                                         if k in s) + f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)")
         elapsed = time.time() - t_start
         log.info("[%d/%d %3.0f%%] %s: ground truth %.1f s | %s | elapsed %s, ETA %s", i, len(clips), 100 * i / len(clips),
@@ -446,6 +493,8 @@ def record(ev: Evaluation, cfg: EvaluateConfig, info, proto_digest: str, exp_id:
                 mlflow.log_metrics(per, step=step)
         mlflow.log_dict(doc, "metrics.json")
         mlflow.log_text(table, "metrics.csv")
+        for sample_id, folder in ev.previews.items():
+            mlflow.log_artifacts(folder, f"previews/{sample_id.replace(':', '_')}")
         local = [c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource"][:1]
         source = resolve_dataset_source(info.uri, candidate_sources=local if "://" not in info.uri else None)
         mlflow.log_input(MetaDataset(source, name=info.manifest.get("name", "dataset"), digest=info.digest), context="evaluation")
@@ -536,15 +585,15 @@ def main(cfg: EvaluateConfig) -> Result:
         models.append((champ, "champion", load_model(champ)))
     log.info("evaluating %s on %d %s clip(s) of %s (digest %s, protocol %s); MLflow %s", " and ".join(m[0].label for m in models),
              len(clips), cfg.split, info.uri, info.digest, proto_digest, uri)
-    evals = evaluate_models(cfg, info, clips, models)
-
     files = []
-    for ev in evals:
-        doc, table = report(ev, cfg, info, proto, proto_digest)
-        base = cfg.output.path if ev.role == "candidate" else f"{cfg.output.path.rstrip('/')}/champion-{ev.model.name}-v{ev.model.version}"
-        files.append(_write(base, "metrics.json", json.dumps(doc, indent=2, allow_nan=False).encode()))
-        files.append(_write(base, "metrics.csv", table.encode()))
-        ev.run_id = record(ev, cfg, info, proto_digest, exp_id, doc, table)
+    with tempfile.TemporaryDirectory(prefix="shapegen4d-previews-") as preview_dir:
+        evals = evaluate_models(cfg, info, clips, models, preview_dir)
+        for ev in evals:
+            doc, table = report(ev, cfg, info, proto, proto_digest)
+            base = cfg.output.path if ev.role == "candidate" else f"{cfg.output.path.rstrip('/')}/champion-{ev.model.name}-v{ev.model.version}"
+            files.append(_write(base, "metrics.json", json.dumps(doc, indent=2, allow_nan=False).encode()))
+            files.append(_write(base, "metrics.csv", table.encode()))
+            ev.run_id = record(ev, cfg, info, proto_digest, exp_id, doc, table)
     ev = evals[0]
     if ev.evaluated == 0:
         raise EvaluationError(f"no clip of {cfg.split!r} could be evaluated ({ev.failed} error rows in {files[0]}); first: "

@@ -5,8 +5,11 @@
 
 The video is a video file (MP4/WebM/GIF/MOV/MKV), a folder of frames (PNG/JPEG/WebP, sorted by
 name) or the conditioning video of a row of a build_dataset output; frames without alpha get one
-by foreground masking (jobs.video_io). Writes <output.path>/frame_0000.obj ... (one mesh per frame) and
-sequence.glb (one animated glTF that plays the sequence). Exit status: 0 done, 1 bad input, 2 bad key.
+by foreground masking (jobs.video_io). The meshes are registered to the video and coloured from its
+first frame (`register`, `texture`). Writes <output.path>/frame_0000.obj ... (one vertex-coloured
+mesh per frame), sequence.glb (one animated glTF that plays the sequence, with the input camera),
+preview.mp4 (input | mesh from the input camera | turntable) and registration.json
+(pipelines.export.write_sequence). Exit status: 0 done, 1 bad input, 2 bad key.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from jobs import config as config_lib
 from jobs import tracking, video_io
+from pipelines.export import write_sequence
 
 log = logging.getLogger("shapegen4d.generate")
 
@@ -34,7 +38,8 @@ class VideoConfig:
 @dataclass
 class OutputConfig:
     path: str = "out/generated"
-    fps: float = 8.0  # playback rate of sequence.glb
+    fps: float = 8.0  # playback rate of sequence.glb and preview.mp4
+    preview_size: int = 256  # pixels per panel of preview.mp4
 
 
 @dataclass
@@ -46,6 +51,8 @@ class GenerateJobConfig:
     seed: int = 0
     steps: int = 0  # 0 = the model's default
     mesh_resolution: int = 0  # 0 = the model's default
+    register: bool = True  # pose registration to the video's object masks (pipelines.registration)
+    texture: bool = True  # vertex colours projected from the first frame (pipelines.texturing)
 
 
 def read_frames(cfg: VideoConfig) -> tuple[np.ndarray, str]:
@@ -68,20 +75,6 @@ def read_frames(cfg: VideoConfig) -> tuple[np.ndarray, str]:
     raise ValueError(f"video.dataset {info.uri} has no {what}")
 
 
-def write_outputs(meshes: list[dict], cfg: OutputConfig) -> Path:
-    import trimesh
-
-    from pipelines.export import sequence_glb
-
-    out = Path(cfg.path)
-    out.mkdir(parents=True, exist_ok=True)
-    for k, m in enumerate(meshes):
-        trimesh.Trimesh(m["vertices"], m["faces"], process=False).export(out / f"frame_{k:04d}.obj")
-    glb = out / "sequence.glb"
-    glb.write_bytes(sequence_glb([(m["vertices"], m["faces"]) for m in meshes], fps=cfg.fps))
-    return glb
-
-
 def main(cfg: GenerateJobConfig) -> Path:
     import mlflow
 
@@ -90,13 +83,17 @@ def main(cfg: GenerateJobConfig) -> Path:
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking_uri))
     model = mlflow.pyfunc.load_model(cfg.model)
     log.info("loaded %s; generating from %s", cfg.model, where)
-    params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}
-    meshes = model.predict(frames, params=params)
-    glb = write_outputs(meshes, cfg.output)
-    faces = [len(m["faces"]) for m in meshes]
-    print(f"generated {len(meshes)} meshes ({min(faces)}-{max(faces)} faces) from {where} in {time.time() - t0:.1f} s\n"
-          f"  per-frame meshes {Path(cfg.output.path).resolve()}/frame_*.obj\n  animated sequence {glb.resolve()}", flush=True)
-    return glb
+    params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution,
+              "register": cfg.register, "texture": cfg.texture}
+    rows = model.predict(frames, params=params)
+    paths = write_sequence(rows, video_io.read_video(frames), cfg.output.path, cfg.output.fps, cfg.output.preview_size)
+    faces = [len(m["faces"]) for m in rows]
+    iou = np.mean([m["silhouette_iou"] for m in rows])
+    print(f"generated {len(rows)} meshes ({min(faces)}-{max(faces)} faces) from {where} in {time.time() - t0:.1f} s; "
+          f"silhouette IoU with the video {iou:.3f}\n"
+          f"  per-frame meshes {Path(cfg.output.path).resolve()}/frame_*.obj\n  animated sequence {paths['sequence'].resolve()}\n"
+          f"  preview {paths['preview'].resolve()}", flush=True)
+    return paths["sequence"]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
     model = mlflow.pyfunc.load_model("models:/shapegen4d@candidate")
     meshes = model.predict(frames_THWC_uint8, params={"seed": 0, "steps": 30})
-    # -> T dicts {"vertices": float32 [V,3], "faces": int64 [F,3]} in the clip's [-1,1]^3 frame
+    # -> T dicts: "vertices" float32 [V,3] in the object's canonical [-1,1]^3 frame, "faces" int64
+    #    [F,3], "vertices_camera" float32 [V,3] registered to the video (OpenCV camera frame:
+    #    [u v 1]^T ~ intrinsics @ p), "colors" uint8 [V,4] projected from the first frame,
+    #    "intrinsics" [3,3] and "extrinsics" [4,4] (canonical -> camera, scale included),
+    #    "silhouette_iou" of this frame's registered mesh with the video's object mask
 
 What is logged (artifact `model/`): the S-T weights (safetensors), `shapegen4d.json` (the network
 spec, sampling defaults, the base and condition references), and, only for seeded random-init
@@ -34,7 +38,8 @@ from jobs.train_config import SampleConfig
 REPO = Path(__file__).resolve().parents[1]
 META = "shapegen4d.json"
 ST_WEIGHTS = "st_layers.safetensors"
-PARAMS = {"seed": ("long", 0), "steps": ("long", 0), "guidance": ("double", -1.0), "mesh_resolution": ("long", 0)}
+PARAMS = {"seed": ("long", 0), "steps": ("long", 0), "guidance": ("double", -1.0), "mesh_resolution": ("long", 0),
+          "register": ("boolean", True), "texture": ("boolean", True)}
 
 try:
     import mlflow.pyfunc
@@ -127,18 +132,24 @@ class ShapeGen4DModel(_PythonModel):
 
 
 def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[dict]:
-    """Video -> T meshes. `frames`: uint8 [T,H,W,3|4] (RGB gets an alpha by foreground masking,
-    jobs.video_io), {"frames": array} as REST clients send it, or, called in Python, a video file,
-    a folder of frames or a file's bytes. params: seed, steps, guidance, mesh_resolution (0/-1 = default)."""
+    """Video -> T meshes (module doc). `frames`: uint8 [T,H,W,3|4] (RGB gets an alpha by foreground
+    masking, jobs.video_io), {"frames": array} as REST clients send it, or, called in Python, a
+    video file, a folder of frames or a file's bytes. params: seed, steps, guidance,
+    mesh_resolution (0/-1 = default); register (pose registration to the video's masks,
+    pipelines.registration) and texture (colours from the first frame, pipelines.texturing), both
+    on by default; with register off, vertices_camera is the canonical front view."""
     import dataclasses
 
     import torch
 
     from jobs import video_io
+    from pipelines import registration
 
     if isinstance(frames, dict) and len(frames) == 1:  # {"frames": array}, as REST clients send it
         frames = next(iter(frames.values()))
-    params = {k: v for k, v in (params or {}).items() if v not in (0, -1.0, None) or k == "seed"}
+    params = dict(params or {})
+    do_register, do_texture = bool(params.pop("register", True)), bool(params.pop("texture", True))
+    params = {k: v for k, v in params.items() if v not in (0, -1.0, None) or k == "seed"}
     if isinstance(frames, (list, tuple)):
         frames = np.asarray(frames)
     frames = video_io.read_video(frames)
@@ -154,19 +165,45 @@ def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[di
         meshes = pipeline(torch.from_numpy(np.ascontiguousarray(frames)), generator=g)
     finally:
         pipeline.cfg = cfg
-    return [{"vertices": np.asarray(v, np.float32), "faces": np.asarray(f, np.int64)} for v, f in meshes]
+    return post_process(meshes, frames, registration.RegistrationConfig(**meta.get("registration", {})),
+                        do_register, do_texture)
+
+
+def post_process(meshes: list[tuple[np.ndarray, np.ndarray]], frames_THW4: np.ndarray, cfg,
+                 register: bool = True, texture: bool = True) -> list[dict]:
+    """Canonical meshes -> predict's output rows: registered to the frames' masks and coloured."""
+    from pipelines import registration, texturing
+
+    meshes = [(np.asarray(v, np.float32), np.asarray(f, np.int64)) for v, f in meshes]
+    masks = registration.masks_of(frames_THW4)
+    reg = registration.register(meshes, masks, cfg) if register else registration.front_view(*masks.shape[1:], cfg)
+    cam = [(reg.apply(v), f) for v, f in meshes]
+    ious = registration.silhouette_ious(cam, masks, reg.intrinsics)
+    if texture:
+        colors = texturing.sequence_colors(cam, frames_THW4[0], reg.intrinsics)
+    else:
+        colors = [np.tile(texturing.GREY, (len(v), 1)) for v, _ in meshes]
+    K, E = reg.intrinsics.astype(np.float32), reg.extrinsics().astype(np.float32)
+    return [{"vertices": v, "faces": f, "vertices_camera": vc, "colors": c, "intrinsics": K, "extrinsics": E,
+             "silhouette_iou": float(iou)} for (v, f), (vc, _), c, iou in zip(meshes, cam, colors, ious)]
 
 
 def signature():
-    """Input: uint8 frames [T,H,W,3|4]. Output: one row per frame, its mesh's vertices [V][3]
-    (float32, in the clip's [-1,1]^3) and faces [F][3] (int64)."""
+    """Input: uint8 frames [T,H,W,3|4]. Output: one row per frame (module doc): its mesh's
+    vertices [V][3] (float32, canonical [-1,1]^3), faces [F][3] (int64), vertices_camera [V][3],
+    colors [V][4] (uint8 as long), intrinsics [3][3], extrinsics [4][4], silhouette_iou."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
     from mlflow.types.schema import Array
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
-        outputs=Schema([ColSpec(Array(Array(DataType.float)), "vertices"), ColSpec(Array(Array(DataType.long)), "faces")]),
+        outputs=Schema([ColSpec(Array(Array(DataType.float)), "vertices"), ColSpec(Array(Array(DataType.long)), "faces"),
+                        ColSpec(Array(Array(DataType.float)), "vertices_camera"),
+                        ColSpec(Array(Array(DataType.long)), "colors"),
+                        ColSpec(Array(Array(DataType.float)), "intrinsics"),
+                        ColSpec(Array(Array(DataType.float)), "extrinsics"),
+                        ColSpec(DataType.double, "silhouette_iou")]),
         params=ParamSchema([ParamSpec(k, tp, default) for k, (tp, default) in PARAMS.items()]),
     )
 

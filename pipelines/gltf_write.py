@@ -73,7 +73,7 @@ class GltfBuilder:
     _doc: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {k: [] for k in (
             "accessors", "bufferViews", "images", "samplers", "textures", "materials", "meshes", "nodes", "skins",
-            "animations")}
+            "animations", "cameras")}
     )
     _roots: list[int] = field(default_factory=list)
     _inputs: dict[bytes, int] = field(default_factory=dict)  # keyframe times shared between samplers
@@ -237,6 +237,7 @@ class GltfBuilder:
         skin: int | None = None,
         weights: Sequence[float] | None = None,
         name: str = "",
+        camera: int | None = None,
     ) -> int:
         """A node; without `parent` it is a root of the (single) scene. Rotation is x, y, z, w."""
         node: dict[str, Any] = {}
@@ -244,6 +245,8 @@ class GltfBuilder:
             node["name"] = name
         if mesh is not None:
             node["mesh"] = mesh
+        if camera is not None:
+            node["camera"] = camera
         if skin is not None:
             node["skin"] = skin
         for key, value in (("translation", translation), ("rotation", rotation), ("scale", scale)):
@@ -258,6 +261,17 @@ class GltfBuilder:
         else:
             self._doc["nodes"][parent].setdefault("children", []).append(index)
         return index
+
+    def add_camera(self, yfov: float, aspect_ratio: float, znear: float, zfar: float | None = None, name: str = "") -> int:
+        """A perspective camera (yfov in radians); its node looks down its local -z with +y up."""
+        persp: dict[str, Any] = {"yfov": _num(yfov), "aspectRatio": _num(aspect_ratio), "znear": _num(znear)}
+        if zfar is not None:
+            persp["zfar"] = _num(zfar)
+        cam: dict[str, Any] = {"type": "perspective", "perspective": persp}
+        if name:
+            cam["name"] = name
+        self._doc["cameras"].append(cam)
+        return len(self._doc["cameras"]) - 1
 
     def add_skin(self, joints: Sequence[int], inverse_bind_matrices: np.ndarray | None = None,
                  skeleton: int | None = None, name: str = "") -> int:

@@ -241,7 +241,16 @@ def test_cli_evaluates_every_clip_and_the_first_version_becomes_champion(first_p
     assert run.data.params["split"] == "test" and run.data.params["metrics.num_points"] == "2000"
     assert run.data.tags["model.name"] == NAME and run.data.tags["dataset.digest"] == manifest["digest"]
     assert run.data.metrics["chamfer_aligned"] == pytest.approx(doc["summary"]["chamfer_aligned"])
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "metrics.csv"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "metrics.csv", "previews"}
+    # The first clips' registered sequences travel with the run: what a reviewer opens.
+    previews = {a.path for a in client.list_artifacts(run.info.run_id, "previews")}
+    assert len(previews) == min(4, len(doc["clips"]))
+    files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, sorted(previews)[0])}
+    assert {"sequence.glb", "preview.mp4", "registration.json", "frame_0000.obj"} <= files
+    # Silhouettes against the row's masks: registration can only be judged against the front view
+    # and the true camera, and every value is an IoU.
+    for c in doc["clips"]:
+        assert all(0.0 <= c["summary"][k] <= 1.0 for k in evaluate.SILHOUETTE_KEYS)
     (inp,) = run.inputs.dataset_inputs
     assert inp.dataset.digest == manifest["digest"]
     # The registry shows the numbers on the version itself, and the alias moved to it.

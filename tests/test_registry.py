@@ -136,7 +136,8 @@ def test_mlflow_models_serve_answers_a_request(tmp_path, monkeypatch):
     with mlflow.start_run(experiment_id=exp):
         registry.log_and_register(folder, "shapegen4d", "candidate", {})
     info = mlflow.models.get_model_info("models:/shapegen4d@candidate")
-    assert [c.name for c in info.signature.outputs.inputs] == ["vertices", "faces"]
+    assert [c.name for c in info.signature.outputs.inputs] == ["vertices", "faces", "vertices_camera", "colors",
+                                                               "intrinsics", "extrinsics", "silhouette_iou"]
     assert info.saved_input_example_info["type"] == "ndarray"
 
     with socket.socket() as s:
@@ -169,3 +170,6 @@ def test_mlflow_models_serve_answers_a_request(tmp_path, monkeypatch):
     for s, m in zip(served, local):
         np.testing.assert_allclose(np.asarray(s["vertices"], np.float32), m["vertices"], atol=1e-6)
         assert np.array_equal(np.asarray(s["faces"]), m["faces"])
+        np.testing.assert_allclose(np.asarray(s["vertices_camera"], np.float32), m["vertices_camera"], atol=1e-5)
+        assert np.array_equal(np.asarray(s["colors"]), m["colors"])
+        np.testing.assert_allclose(np.asarray(s["extrinsics"]), m["extrinsics"], atol=1e-6)
