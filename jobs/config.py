@@ -187,9 +187,50 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def key_comments(cls: type, prefix: str = "") -> dict[str, str]:
+    """{dotted key: its comment in the dataclass source} for a config tree: the comment at the end
+    of a field's line, else the comment lines right above it. What `--help` shows beside each key,
+    so the explanation lives in one place, next to the field."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    out: dict[str, str] = {}
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # defined where no source is kept
+        return out
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+    lines = src.splitlines()
+    hints = typing.get_type_hints(cls)
+    for node in ast.parse(src).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        name = node.target.id
+        key = f"{prefix}{name}"
+        text = comments.get(node.lineno, "")
+        if not text:  # a block of comment lines right above the field
+            above, k = [], node.lineno - 1
+            while k >= 1 and lines[k - 1].strip().startswith("#"):
+                above.insert(0, comments.get(k, ""))
+                k -= 1
+            text = " ".join(above)
+        if text:
+            out[key] = text
+        tp = hints.get(name)
+        if dataclasses.is_dataclass(tp):
+            out.update(key_comments(tp, key + "."))
+    return out
+
+
 def cli(cls: type[T], argv: list[str] | None, description: str) -> T:
     """`--config FILE [key=value ...]` -> a validated config; exits with status 2 on a bad key."""
-    defaults = "\n".join(f"  {k} = {v!r}" for k, v in flatten(to_dict(cls())).items())
+    notes = key_comments(cls)
+    defaults = "\n".join(f"  {k} = {v!r}" + (f"\n      {notes[k]}" if k in notes else "")
+                         for k, v in flatten(to_dict(cls())).items())
     parser = argparse.ArgumentParser(
         description=description,
         epilog=f"config keys and their defaults:\n{defaults}",

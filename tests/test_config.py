@@ -101,3 +101,18 @@ def test_run_job_shows_a_traceback_only_for_errors_raised_inside_libraries(capsy
         config_lib.run_job(main, Cfg, "doc", ["what=numpy"])
     err = capsys.readouterr().err
     assert theirs.value.code == 1 and "Traceback" in err and "reshape" in err
+
+
+def test_help_shows_each_documented_key_with_its_comment(capsys):
+    from pipelines.config import DatasetConfig
+
+    with pytest.raises(SystemExit):
+        config_lib.cli(DatasetConfig, ["--help"], "build")
+    text = capsys.readouterr().out
+    for key in config_lib.flatten(config_lib.to_dict(DatasetConfig())):
+        assert f"  {key} = " in text
+    # a comment at the end of the field's line, and a block of comment lines above a field
+    assert "output.overwrite = False\n      allow reusing an output folder built with a different config" in text
+    notes = config_lib.key_comments(DatasetConfig)
+    assert notes["watertight.min_component_ratio"].startswith("Keep the connected components whose area")
+    assert "watertight.resolution" in notes and "seed" not in notes.get("source.kind", "")
