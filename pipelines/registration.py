@@ -7,11 +7,18 @@ assumed pinhole camera (field of view `yfov_deg`, principal point at the image c
 the meshes' silhouettes match the video's object masks:
 
 1. first frame, multi-start: `view_directions` directions on a Fibonacci sphere x `rolls`
-   in-plane angles; each start gets its scale and image-plane shift from the mask's area and
-   centroid (moment matching, twice), then the best `refine_starts` are refined by a pattern
-   search over (rotation vector, log s, tx, ty) maximising the silhouette IoU;
-2. global: the winner is refined again on the mean IoU over up to `sequence_frames` frames spread
-   over the whole sequence, so one badly generated first frame cannot fix the pose alone.
+   in-plane angles, plus the canonical front view; each start gets its scale and image-plane
+   shift from the mask's area and centroid (moment matching, twice), then the best
+   `refine_starts` are refined by a pattern search over (rotation vector, log s, tx, ty)
+   maximising the silhouette IoU;
+2. global: a silhouette can fit one frame in several poses (a strip seen from either side, a
+   tube from either end) of which only one explains the motion, so the first-frame fits are
+   scored on the mean IoU over up to `sequence_frames` frames spread over the sequence and the
+   best `sequence_starts` are refined on it; the best of those wins.
+
+Meshes are scored through a coarse copy (vertices clustered on a grid of `coarse_cells` per
+side of their bounding box, a fraction of a comparison pixel): a silhouette at 128 px does not
+need a million marching-cubes faces.
 
 Depth and scale are not separable from a silhouette under a narrow lens, so the depth of the
 object's centre stays at the distance that frames [-1,1]^3 (`pipelines.render.fit_distance`) and
@@ -34,10 +41,12 @@ class RegistrationConfig:
     resolution: int = 128  # silhouettes are compared at this many pixels along the longer side
     view_directions: int = 48  # multi-start: directions on a sphere ...
     rolls: int = 4  # ... times in-plane rotations
-    refine_starts: int = 8  # the best starts refined on the first frame
-    iterations: int = 400  # silhouette evaluations per refinement (at most)
-    sequence_frames: int = 8  # frames of the global refinement (evenly spread; 0 = first frame only)
-    sequence_iterations: int = 200
+    refine_starts: int = 6  # the best starts refined on the first frame
+    iterations: int = 300  # silhouette evaluations per refinement (at most)
+    sequence_frames: int = 6  # frames of the global refinement (evenly spread; 0 = first frame only)
+    sequence_starts: int = 2  # first-frame fits refined on the sequence
+    sequence_iterations: int = 150
+    coarse_cells: int = 128  # vertex-clustering grid of the scoring copies (per side of the bounding box; 0 = off)
 
 
 @dataclass
@@ -121,7 +130,7 @@ class _Scorer:
         r = cfg.resolution / max(H, W)
         self.h, self.w = max(int(round(H * r)), 1), max(int(round(W * r)), 1)
         self.K = pinhole(self.h, self.w, cfg.yfov_deg)
-        self.meshes = meshes
+        self.meshes = [coarse(v, f, cfg.coarse_cells) for v, f in meshes]
         self.masks = np.stack([_resize_mask(m, self.h, self.w) for m in masks])
 
     def silhouette(self, k: int, s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -132,6 +141,23 @@ class _Scorer:
 
     def iou(self, frames: list[int], s: float, R: np.ndarray, t: np.ndarray) -> float:
         return float(np.mean([raster.iou(self.silhouette(k, s, R, t), self.masks[k]) for k in frames]))
+
+
+def coarse(vertices: np.ndarray, faces: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex clustering: vertices merged per cell of a `cells`^3 grid over the bounding box (at
+    their mean), faces that collapse dropped. The outline moves by at most one cell."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    if len(f) == 0 or cells <= 0:
+        return v, f
+    lo, hi = v.min(0), v.max(0)
+    key = np.floor((v - lo) / max(float((hi - lo).max()), 1e-12) * (cells - 1e-9)).astype(np.int64)
+    _, cluster, counts = np.unique(key[:, 0] * cells * cells + key[:, 1] * cells + key[:, 2], return_inverse=True,
+                                   return_counts=True)
+    cv = np.stack([np.bincount(cluster, v[:, k]) for k in range(3)], 1) / counts[:, None]
+    cf = cluster.reshape(-1)[f]
+    keep = (cf[:, 0] != cf[:, 1]) & (cf[:, 1] != cf[:, 2]) & (cf[:, 0] != cf[:, 2])
+    return cv, cf[keep]
 
 
 def _resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -202,12 +228,12 @@ def register(meshes: list[tuple[np.ndarray, np.ndarray]], masks_THW: np.ndarray,
     if len(meshes[0][1]) == 0 or not masks_THW[0].any():
         return front_view(H, W, cfg, before)
 
+    rotations = [FRONT] + [look_rotation(d, 2 * np.pi * k / cfg.rolls)
+                           for d in fibonacci_sphere(cfg.view_directions) for k in range(cfg.rolls)]
     starts = []
-    for d in fibonacci_sphere(cfg.view_directions):
-        for k in range(cfg.rolls):
-            R = look_rotation(d, 2 * np.pi * k / cfg.rolls)
-            s, t = _moment_match(sc, 1.0, R, t0)
-            starts.append((sc.iou([0], s, R, t), s, R, t))
+    for R in rotations:
+        s, t = _moment_match(sc, 1.0, R, t0)
+        starts.append((sc.iou([0], s, R, t), s, R, t))
     starts.sort(key=lambda x: -x[0])
 
     def fit(frames: list[int], s: float, R: np.ndarray, t: np.ndarray, steps: np.ndarray, budget: int):
@@ -222,9 +248,11 @@ def register(meshes: list[tuple[np.ndarray, np.ndarray]], masks_THW: np.ndarray,
 
     first_steps = np.array([0.3, 0.3, 0.3, 0.1, 0.03, 0.03])
     fits = [fit([0], s, R, t, first_steps, cfg.iterations) for _, s, R, t in starts[: cfg.refine_starts]]
-    iou_first, s, R, t = max(fits, key=lambda x: x[0])
     frames = sorted({int(round(k)) for k in np.linspace(0, len(meshes) - 1, cfg.sequence_frames)}) if cfg.sequence_frames else [0]
-    iou_seq, s, R, t = fit(frames, s, R, t, first_steps / 4, cfg.sequence_iterations)
+    fits.sort(key=lambda x: -sc.iou(frames, *x[1:]))
+    refined = [(fit(frames, s, R, t, first_steps / 4, cfg.sequence_iterations), first)
+               for first, s, R, t in fits[: max(cfg.sequence_starts, 1)]]
+    (iou_seq, s, R, t), iou_first = max(refined, key=lambda x: x[0][0])
     return Registration(float(s), R, t, pinhole(H, W, cfg.yfov_deg), float(before), float(iou_first), float(iou_seq))
 
 
