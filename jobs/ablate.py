@@ -269,7 +269,7 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
         s = r["summary"]
         delta = s.get(metric, math.nan) - ref
         md.append("| " + " | ".join([r["label"], *(r["switches"][k] for k in sw),
-                                      *(_num(s.get(k, math.nan)) for k, _ in COLUMNS),
+                                      *(_num(s.get(k, math.nan)) + _ci(r.get("summary_ci", {}).get(k)) for k, _ in COLUMNS),
                                       "—" if r is full else (f"{delta:+.4f}" if math.isfinite(delta) else "n/a")]) + " |")
     keys = sorted({k for r in rows for k in r["summary"]})
     buf = io.StringIO()
@@ -283,6 +283,11 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
 
 def _num(x: float) -> str:
     return "nan" if x != x else ("inf" if math.isinf(x) else f"{x:.4f}")
+
+
+def _ci(interval: list[float] | None) -> str:
+    """` [low, high]`, the evaluation's 95% bootstrap interval, when it has one."""
+    return f" [{_num(interval[0])}, {_num(interval[1])}]" if interval else ""
 
 
 def plot(rows: list[dict], path: Path, key: str) -> None:
@@ -390,6 +395,7 @@ def main(cfg: AblateConfig) -> dict:
         def run_eval(ecfg=ecfg):
             ev = evaluate.main(ecfg).evaluations[0]
             return {"model": ev.model.load_uri, "run_id": ev.run_id, "summary": {**ev.summary, **frame_stats(ev.clips)},
+                    "summary_ci": ev.summary_ci,
                     "clips": f"{ev.evaluated}/{len(ev.clips)}",
                     "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
 

@@ -8,7 +8,9 @@ Protocol (what one evaluation is):
    when limit > 0). The conditioning video of each row (its PNG frames) is the model's input.
 2. Prediction: the pyfunc model, loaded from the registry by its resolved VERSION (an alias is
    read once, so a moving alias cannot change the model mid-run):
-   `predict(frames, params={"seed", "steps", "mesh_resolution"})` (0 = the model's default).
+   `predict(frames, params={"seed", "steps", "mesh_resolution"})` (0 = the model's default),
+   `seeds` times per clip: clip i's draw k with seed `seed + i + k * n_clips`, so every clip and
+   draw has its own noise (one seed for every clip would make a shared-noise row all-or-nothing).
 3. Ground truth: rebuilt from the clip's source asset, not read from the shards (the shards hold
    samples, not meshes): the asset is listed and fetched with the dataset's own source config
    (the manifest's `config.source`, `data.source_path` overriding where the files now are), its
@@ -23,7 +25,11 @@ Protocol (what one evaluation is):
 4. Metrics: `pipelines.metrics.evaluate_clip(pred, gt, metrics)` per clip (both in the clip's
    normalised [-1,1]^3 frame); the evaluation's summary is the mean over evaluated clips of each
    clip summary metric (raw and `_aligned`, jitter, alignment spread); NaN clip values are left
-   out of a mean, an infinite one (an empty predicted frame gives CD inf) makes it inf.
+   out of a mean, an infinite one (an empty predicted frame gives CD inf) makes it inf. Each
+   summary metric also gets a 95% interval (`summary_ci`): a percentile bootstrap that resamples
+   CLIPS with replacement (`bootstrap` times) and averages all draws of the clips drawn, because
+   draws of one clip are not independent of each other. `empty_frame_rate` is the share of
+   predicted frames without a face, over every clip and draw.
    Silhouettes (mean over frames of the IoU with the video's object mask, the row's alpha):
    `silhouette_iou_front` the canonical meshes seen from the front, as without registration;
    `silhouette_iou_registered` after the model's own pose registration to the masks
@@ -37,10 +43,12 @@ A clip whose ground truth cannot be rebuilt (source asset missing or changed, a 
 whose prediction fails is an error row (status "error", stage, reason, detail); the others go on.
 The job exits 1 only when no clip could be evaluated.
 
-Outputs: <output.path>/metrics.json (protocol, summary, one entry per clip with per-frame values;
-non-finite numbers are null) and metrics.csv (one row per clip). MLflow: an evaluation run in
+Outputs: <output.path>/metrics.json (protocol, summary, summary_ci, one entry per clip and draw
+with per-frame values; non-finite numbers are null; `clips_*` count those entries) and
+metrics.csv (one row per clip and draw). MLflow: an evaluation run in
 experiment `mlflow.experiment` (params: model URI and version, dataset digest, split, metric
-config, generation params; the summary as metrics (finite ones) and as the JSON tag
+config, generation params; the summary as metrics (finite ones, each interval as `<metric>_ci_low`
+/ `_ci_high`), the intervals as the JSON tag `eval.summary_ci`, the summary as the JSON tag
 `eval.summary`; the files as artifacts; tags `model.*`, `dataset.digest`, `eval.protocol`; the
 dataset as an input of context "evaluation"; `previews/<sample_id>/` for the first `output.previews`
 clips: sequence.glb, preview.mp4, per-frame meshes, registration.json, pipelines.export), and on
@@ -121,7 +129,9 @@ class EvaluateConfig:
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     split: str = "test"
     limit: int = 0  # first N clips of the split (0 = all)
-    seed: int = 0  # generation seed (same for every clip and every model)
+    seed: int = 0  # clip i's draw k is generated with seed + i + k * (number of clips): its own per clip and draw
+    seeds: int = 3  # generation draws per clip (the rows of a table need several to be told apart)
+    bootstrap: int = 2000  # resamples of the clips for each summary metric's 95% interval (0 = none)
     steps: int = 0  # 0 = the model's default
     mesh_resolution: int = 0  # 0 = the model's default
     metrics: MetricConfig = field(default_factory=MetricConfig)
@@ -268,7 +278,8 @@ def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tup
     m = config_lib.to_dict(cfg.metrics)
     m.pop("workers", None)  # threads do not change a result
     proto = {"dataset_digest": dataset_digest, "split": cfg.split, "sample_ids": [c.sample_id for c in clips],
-             "metrics": m, "generation": {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}}
+             "metrics": m, "generation": {"seed": cfg.seed, "seeds": cfg.seeds, "steps": cfg.steps,
+                                          "mesh_resolution": cfg.mesh_resolution}}
     return proto, config_lib.digest(proto)[:32]
 
 
@@ -332,6 +343,7 @@ class Evaluation:
     role: str  # candidate | champion
     clips: list[dict] = field(default_factory=list)  # one entry per clip, ok or error
     summary: dict = field(default_factory=dict)
+    summary_ci: dict = field(default_factory=dict)  # metric -> [low, high], 95% (module doc)
     run_id: str = ""
     previews: dict[str, str] = field(default_factory=dict)  # sample_id -> local folder (pipelines.export.write_sequence)
 
@@ -354,16 +366,87 @@ def _error_row(clip: Clip, stage: str, reason: str, detail: str) -> dict:
             "error_detail": detail}
 
 
+def _evaluate_draw(cfg: EvaluateConfig, ev: Evaluation, ref: ModelRef, model, clip: Clip, gt, gt_s: float,
+                   frames: np.ndarray, params: dict, draw: int, preview_dir: str) -> str:
+    """One generation draw of one clip: predict, score, append the clip entry; returns a status."""
+    from pathlib import Path
+
+    from pipelines import metrics
+    from pipelines.export import write_sequence
+
+    stage = "generate"
+    try:
+        t1 = time.time()
+        rows = model.predict(frames, params=params)
+        pred = [(np.asarray(m["vertices"]), np.asarray(m["faces"])) for m in rows]
+        gen_s = time.time() - t1
+        stage = "metrics"
+        t1 = time.time()
+        res = metrics.evaluate_clip(pred, gt, cfg.metrics)
+        res["summary"].update(silhouettes(rows, frames, clip))
+        met_s = time.time() - t1
+        if draw == 0 and preview_dir and len(ev.previews) < cfg.output.previews and "vertices_camera" in rows[0]:
+            stage = "preview"
+            folder = Path(preview_dir) / ev.role / clip.sample_id.replace(":", "_")
+            write_sequence(rows, frames, folder)
+            ev.previews[clip.sample_id] = str(folder)
+    except Exception as e:
+        detail = traceback.format_exc()
+        log.error("%s of %s (seed %d) with %s failed:\n%s", stage, clip.sample_id, params["seed"], ref.label, detail)
+        ev.clips.append({**_error_row(clip, stage, "internal_error", f"{type(e).__name__}: {e}\n{detail}"),
+                         "seed": params["seed"], "draw": draw})
+        return f"{ref.label} seed {params['seed']}: error {stage}"
+    ev.clips.append({
+        "sample_id": clip.sample_id, "uid": clip.uid, "animation_index": clip.animation_index,
+        "clip_index": clip.clip_index, "seed": params["seed"], "draw": draw, "status": "ok", "num_frames": len(gt),
+        "gt_faces_mean": float(np.mean([len(f) for _, f in gt])),
+        "pred_faces_mean": float(np.mean([len(f) for _, f in pred])),
+        "empty_pred_frames": int(sum(1 for _, f in pred if len(f) == 0)),
+        "ground_truth_s": gt_s, "generate_s": gen_s, "metrics_s": met_s,
+        "summary": res["summary"], "per_frame": res["per_frame"], "alignment": res.get("alignment"),
+        "temporal": res["temporal"],
+    })
+    s = res["summary"]
+    return f"{ref.label} seed {params['seed']}: " + ", ".join(
+        f"{k} {registry.fmt(s[k])}" for k in ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned",
+                                               "silhouette_iou_registered") if k in s) + \
+        f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)"
+
+
+def summarize(entries: list[dict], n_boot: int, seed: int = 0) -> tuple[dict, dict]:
+    """(mean over the ok entries of each summary metric plus empty_frame_rate, 95% intervals):
+    NaN values are left out, inf kept; intervals by the clip-resampling bootstrap (module doc)."""
+    ok = [c for c in entries if c["status"] == "ok"]
+    for c in ok:
+        c["summary"]["empty_frame_rate"] = c["empty_pred_frames"] / max(c["num_frames"], 1)
+    summary = mean_over_clips([c["summary"] for c in ok])
+    if n_boot <= 0 or not ok:
+        return summary, {}
+    ids = sorted({c["sample_id"] for c in ok})
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    ci = {}
+    for k in summary:
+        # [clip, draw-sum, draw-count] so a resample's mean weighs every draw of every drawn clip alike
+        vals = np.zeros((len(ids), 2))
+        for c in ok:
+            v = float(c["summary"].get(k, math.nan))
+            if not math.isnan(v):
+                vals[ids.index(c["sample_id"])] += (v, 1.0)
+        with np.errstate(invalid="ignore"):
+            sums, counts = vals[picks, 0].sum(1), vals[picks, 1].sum(1)
+            means = sums / counts
+        means = means[~np.isnan(means)]
+        ci[k] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if len(means) else [math.nan] * 2
+    return summary, ci
+
+
 def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[tuple[ModelRef, str, Any]],
                     preview_dir: str = "") -> list[Evaluation]:
     """Every clip: rebuild its ground truth once, predict with each model, score. Error rows on
     failure. The first cfg.output.previews clips of each model are written under preview_dir."""
-    from pathlib import Path
-
-    from pipelines import metrics
     from jobs.runtime import hms
     from pipelines.errors import AssetError
-    from pipelines.export import write_sequence
 
     gt_builder = GroundTruth(dataset_config(info.manifest, cfg.data.source_path))
     gt_builder.prepare([c.uid for c in clips])
@@ -388,53 +471,20 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
         gt_s = time.time() - t0
         status = []
         for ev, (ref, _, model) in zip(evals, models):
+            for draw in range(max(cfg.seeds, 1)):  # every clip has an entry per draw, ok or error
+                seed = cfg.seed + (i - 1) + draw * len(clips)
+                if gt is None:
+                    ev.clips.append({**_error_row(clip, *err), "seed": seed, "draw": draw})
+                    continue
+                status.append(_evaluate_draw(cfg, ev, ref, model, clip, gt, gt_s, videos[clip.sample_id],
+                                             {**params, "seed": seed}, draw, preview_dir))
             if gt is None:
-                ev.clips.append(_error_row(clip, *err))
                 status.append(f"{ref.label}: error {err[0]}/{err[1]}")
-                continue
-            stage = "generate"
-            try:
-                t1 = time.time()
-                frames = videos[clip.sample_id]
-                rows = model.predict(frames, params=params)
-                pred = [(np.asarray(m["vertices"]), np.asarray(m["faces"])) for m in rows]
-                gen_s = time.time() - t1
-                stage = "metrics"
-                t1 = time.time()
-                res = metrics.evaluate_clip(pred, gt, cfg.metrics)
-                res["summary"].update(silhouettes(rows, frames, clip))
-                met_s = time.time() - t1
-                if preview_dir and len(ev.previews) < cfg.output.previews and "vertices_camera" in rows[0]:
-                    stage = "preview"
-                    folder = Path(preview_dir) / ev.role / clip.sample_id.replace(":", "_")
-                    write_sequence(rows, frames, folder)
-                    ev.previews[clip.sample_id] = str(folder)
-            except Exception as e:
-                detail = traceback.format_exc()
-                log.error("%s of %s with %s failed:\n%s", stage, clip.sample_id, ref.label, detail)
-                ev.clips.append(_error_row(clip, stage, "internal_error", f"{type(e).__name__}: {e}\n{detail}"))
-                status.append(f"{ref.label}: error {stage}")
-                continue
-            ev.clips.append({
-                "sample_id": clip.sample_id, "uid": clip.uid, "animation_index": clip.animation_index,
-                "clip_index": clip.clip_index, "status": "ok", "num_frames": len(gt),
-                "gt_faces_mean": float(np.mean([len(f) for _, f in gt])),
-                "pred_faces_mean": float(np.mean([len(f) for _, f in pred])),
-                "empty_pred_frames": int(sum(1 for _, f in pred if len(f) == 0)),
-                "ground_truth_s": gt_s, "generate_s": gen_s, "metrics_s": met_s,
-                "summary": res["summary"], "per_frame": res["per_frame"], "alignment": res.get("alignment"),
-                "temporal": res["temporal"],
-            })
-            s = res["summary"]
-            status.append(f"{ref.label}: " + ", ".join(f"{k} {registry.fmt(s[k])}" for k in
-                                                        ("chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter_aligned",
-                                                         "silhouette_iou_registered")
-                                                        if k in s) + f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)")
         elapsed = time.time() - t_start
         log.info("[%d/%d %3.0f%%] %s: ground truth %.1f s | %s | elapsed %s, ETA %s", i, len(clips), 100 * i / len(clips),
                  clip.sample_id, gt_s, "; ".join(status), hms(elapsed), hms(elapsed / i * (len(clips) - i)))
     for ev in evals:
-        ev.summary = mean_over_clips([c["summary"] for c in ev.clips if c["status"] == "ok"])
+        ev.summary, ev.summary_ci = summarize(ev.clips, cfg.bootstrap, cfg.seed)
     return evals
 
 
@@ -444,11 +494,12 @@ def report(ev: Evaluation, cfg: EvaluateConfig, info, proto: dict, proto_digest:
         "model": dataclasses.asdict(ev.model), "role": ev.role,
         "dataset": {"path": info.uri, "digest": info.digest, "name": info.manifest.get("name")},
         "split": cfg.split, "protocol": proto_digest, "protocol_spec": proto,
+        "seeds_per_clip": max(cfg.seeds, 1),
         "clips_total": len(ev.clips), "clips_evaluated": ev.evaluated, "clips_failed": ev.failed,
-        "summary": ev.summary, "clips": ev.clips,
+        "summary": ev.summary, "summary_ci": ev.summary_ci, "clips": ev.clips,
     }
     keys = sorted({k for c in ev.clips for k in c.get("summary", {})})
-    head = ["sample_id", "uid", "animation_index", "clip_index", "status", "error_stage", "error_reason",
+    head = ["sample_id", "uid", "animation_index", "clip_index", "seed", "draw", "status", "error_stage", "error_reason",
             "num_frames", "gt_faces_mean", "pred_faces_mean", "empty_pred_frames", *keys,
             "ground_truth_s", "generate_s", "metrics_s", "error_detail"]
     buf = io.StringIO()
@@ -473,18 +524,22 @@ def record(ev: Evaluation, cfg: EvaluateConfig, info, proto_digest: str, exp_id:
         tracking.log_params({
             "model.uri": ev.model.uri, "model.load_uri": ev.model.load_uri, "model.name": ev.model.name,
             "model.version": ev.model.version, "dataset.digest": info.digest, "dataset.path": info.uri,
-            "split": cfg.split, "limit": cfg.limit, "seed": cfg.seed, "steps": cfg.steps,
+            "split": cfg.split, "limit": cfg.limit, "seed": cfg.seed, "seeds": cfg.seeds, "bootstrap": cfg.bootstrap,
+            "steps": cfg.steps,
             "mesh_resolution": cfg.mesh_resolution, "protocol": proto_digest,
             **{f"metrics.{k}": v for k, v in config_lib.to_dict(cfg.metrics).items()},
         })
         mlflow.set_tags({
             "shapegen4d.kind": "evaluation", "eval.role": ev.role, "eval.split": cfg.split,
             "eval.protocol": proto_digest, "eval.complete": str(ev.complete).lower(),
-            "eval.summary": json.dumps(ev.summary), "model.uri": ev.model.uri, "model.name": ev.model.name,
+            "eval.summary": json.dumps(ev.summary), "eval.summary_ci": json.dumps(ev.summary_ci),
+            "model.uri": ev.model.uri, "model.name": ev.model.name,
             "model.version": ev.model.version, "model.run_id": ev.model.run_id, "dataset.digest": info.digest,
             "dataset.path": info.uri, "code.git": code_version()["git"],
         })
         finite = {k: v for k, v in ev.summary.items() if math.isfinite(v)}
+        finite.update({f"{k}_ci_{end}": v for k, (lo, hi) in ev.summary_ci.items()
+                       for end, v in (("low", lo), ("high", hi)) if math.isfinite(v)})
         mlflow.log_metrics({**finite, "clips_total": len(ev.clips), "clips_evaluated": ev.evaluated,
                             "clips_failed": ev.failed})
         for step, c in enumerate(ev.clips):
@@ -501,6 +556,7 @@ def record(ev: Evaluation, cfg: EvaluateConfig, info, proto_digest: str, exp_id:
     if ev.model.name:
         pre = f"eval.{cfg.split}."
         tags = {**{pre + k: repr(float(v)) for k, v in ev.summary.items()},
+                pre + "summary_ci": json.dumps(ev.summary_ci),
                 pre + "run_id": run.info.run_id, pre + "dataset_digest": info.digest, pre + "protocol": proto_digest,
                 pre + "clips": f"{ev.evaluated}/{len(ev.clips)}", pre + "clips_failed": str(ev.failed)}
         for k, v in tags.items():
@@ -528,7 +584,10 @@ class Result:
         cand = self.evaluations[0]
         lines = [f"evaluated {cand.model.label} on {cand.evaluated}/{len(cand.clips)} clips in {self.wall_s:.0f} s; "
                  f"MLflow run {cand.run_id}"]
-        lines.append("  " + ", ".join(f"{k} {registry.fmt(v)}" for k, v in cand.summary.items()))
+        lines.append("  " + ", ".join(f"{k} {registry.fmt(v)}" + (f" [{registry.fmt(cand.summary_ci[k][0])}, "
+                                                                   f"{registry.fmt(cand.summary_ci[k][1])}]"
+                                                                   if k in cand.summary_ci else "")
+                                      for k, v in cand.summary.items()))
         for ev in self.evaluations[1:]:
             lines.append(f"  champion {ev.model.label} evaluated too (run {ev.run_id}): " +
                          ", ".join(f"{k} {registry.fmt(v)}" for k, v in ev.summary.items()))

@@ -32,7 +32,7 @@ TOY = [
     "finetune.train.checkpoint_every=2", "finetune.sample.steps=2", "finetune.sample.window=4",
     "finetune.sample.mesh_resolution=24", "evaluation.limit=2", "evaluation.metrics.num_points=2000",
     "evaluation.metrics.num_uniform=2000", "evaluation.metrics.num_near=2000",
-    "evaluation.metrics.temporal_points=1000", "evaluation.metrics.align_points=500",
+    "evaluation.metrics.temporal_points=1000", "evaluation.metrics.align_points=500", "evaluation.seeds=1",
     "variants=[{name: full, label: Full}, {name: independent-queries, label: IQ, dataset: [queries.mode=independent]},"
     " {name: no-time-shift, label: NTS, train: [flow.time_shift=1.0]}]",
 ]

@@ -43,7 +43,7 @@ DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num
            "mlflow.enabled=false"]
 TEST_UIDS = ["bending_tube", "separating_parts"]
 FAST = ["metrics.num_points=2000", "metrics.num_uniform=2000", "metrics.num_near=2000", "metrics.align_points=300",
-        "metrics.temporal_points=1000", "mesh_resolution=16", "steps=1"]
+        "metrics.temporal_points=1000", "mesh_resolution=16", "steps=1", "seeds=2"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
 NAME = "shapegen4d"
 
@@ -225,13 +225,22 @@ def test_cli_evaluates_every_clip_and_the_first_version_becomes_champion(first_p
 
     out = store["root"] / "eval-v1"
     doc = json.loads((out / "metrics.json").read_text())
-    assert len(doc["clips"]) == manifest["splits"]["test"] == doc["clips_evaluated"]
+    n = manifest["splits"]["test"]
+    assert len(doc["clips"]) == 2 * n == doc["clips_evaluated"] and doc["seeds_per_clip"] == 2  # 2 draws per clip
     assert all(c["status"] == "ok" and c["num_frames"] == 4 and c["pred_faces_mean"] > 0 for c in doc["clips"])
+    # every clip and draw has its own seed: seed + clip index + draw * clips
+    assert sorted(c["seed"] for c in doc["clips"]) == list(range(2 * n))
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + manifest["splits"]["test"] and "chamfer_aligned" in rows[0]
+    assert len(rows) == 1 + 2 * n and "chamfer_aligned" in rows[0] and ",seed,draw," in rows[0]
     # The summary is the mean over clips of each clip metric, raw and aligned, plus jitter.
     for k in ("chamfer", "chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter", "jitter_aligned"):
         assert doc["summary"][k] == pytest.approx(np.mean([c["summary"][k] for c in doc["clips"]]))
+        # the bootstrap interval over clips holds the mean and lies within the per-clip means' range
+        lo, hi = doc["summary_ci"][k]
+        per_clip = [np.mean([c["summary"][k] for c in doc["clips"] if c["sample_id"] == sid])
+                    for sid in {c["sample_id"] for c in doc["clips"]}]
+        assert min(per_clip) - 1e-12 <= lo <= doc["summary"][k] <= hi <= max(per_clip) + 1e-12
+    assert doc["summary"]["empty_frame_rate"] == 0.0
     assert doc["summary"]["chamfer_aligned"] <= doc["summary"]["chamfer"] + 1e-9  # alignment only helps
 
     client = mlflow.MlflowClient(store["uri"])
@@ -244,7 +253,7 @@ def test_cli_evaluates_every_clip_and_the_first_version_becomes_champion(first_p
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "metrics.csv", "previews"}
     # The first clips' registered sequences travel with the run: what a reviewer opens.
     previews = {a.path for a in client.list_artifacts(run.info.run_id, "previews")}
-    assert len(previews) == min(4, len(doc["clips"]))
+    assert len(previews) == min(4, n)  # one per clip (its first draw)
     files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, sorted(previews)[0])}
     assert {"sequence.glb", "preview.mp4", "registration.json", "frame_0000.obj"} <= files
     # Silhouettes against the row's masks: registration can only be judged against the front view
@@ -255,7 +264,8 @@ def test_cli_evaluates_every_clip_and_the_first_version_becomes_champion(first_p
     assert inp.dataset.digest == manifest["digest"]
     # The registry shows the numbers on the version itself, and the alias moved to it.
     assert float(mv.tags["eval.test.chamfer_aligned"]) == pytest.approx(doc["summary"]["chamfer_aligned"])
-    assert mv.tags["eval.test.dataset_digest"] == manifest["digest"] and mv.tags["eval.test.clips"] == "2/2"
+    assert mv.tags["eval.test.dataset_digest"] == manifest["digest"] and mv.tags["eval.test.clips"] == "4/4"
+    assert run.data.metrics["chamfer_aligned_ci_low"] == pytest.approx(doc["summary_ci"]["chamfer_aligned"][0])
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     assert mv.tags["promotion.decision"] == "promoted"
 
@@ -324,14 +334,16 @@ def test_a_clip_without_its_source_is_an_error_row_and_the_rest_go_on(store, dat
     r = evaluate.main(_cfg(store, oracle, tmp_path / "out", f"data.source_path={partial}"))
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     by_id = {c["sample_id"]: c for c in doc["clips"]}
-    assert len(doc["clips"]) == 2 and by_id["bending_tube:a0:c0"]["status"] == "ok"
+    assert len(doc["clips"]) == 4 and by_id["bending_tube:a0:c0"]["status"] == "ok"  # 2 clips x 2 draws
     bad = by_id["separating_parts:a0:c0"]
     assert (bad["status"], bad["error_stage"], bad["error_reason"]) == ("error", "fetch", "source_unavailable")
-    assert doc["summary"] == pytest.approx(by_id["bending_tube:a0:c0"]["summary"])
+    ok = [c["summary"] for c in doc["clips"] if c["status"] == "ok"]  # the error rows weigh nothing
+    finite = [k for k in ok[0] if all(c[k] is not None for c in ok)]
+    assert {k: doc["summary"][k] for k in finite} == pytest.approx({k: np.mean([c[k] for c in ok]) for k in finite})
     assert "error,fetch,source_unavailable" in (tmp_path / "out" / "metrics.csv").read_text()
     mv = mlflow.MlflowClient(store["uri"]).get_model_version(NAME, store["versions"]["oracle"])
-    assert mv.tags["eval.test.clips"] == "1/2" and mv.tags["eval.test.clips_failed"] == "1"
-    assert r.evaluations[0].failed == 1
+    assert mv.tags["eval.test.clips"] == "2/4" and mv.tags["eval.test.clips_failed"] == "2"
+    assert r.evaluations[0].failed == 2
 
     # Nothing evaluable: the other asset changed (same name, other bytes), this one is missing.
     changed = tmp_path / "changed"
