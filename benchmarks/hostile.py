@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from jobs import build_dataset
 from jobs import config as config_lib
-from pipelines import hostile, procedural
+from pipelines import analytic, hostile
 from pipelines.config import DatasetConfig
 
 SMALL = hostile.JOB_OVERRIDES
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{work} is not empty")
     src, out = work / "src", work / "ds"
     try:
-        procedural.write_samples(src)
+        analytic.write_samples(src)
         t0 = time.time()
         corpus = hostile.write_corpus(src / "hostile", LIMITS, max_faces=hostile.BAD_MAX_FACES)
         corpus_s = time.time() - t0
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                  for case, (rel, expected) in corpus.items() if by_uid.get(hostile.uid_of(rel, "hostile")) != [expected]}
         print()
         print(f"corpus: {len(corpus)} hostile files, {size / 2**20:.2f} MiB, written in {corpus_s:.2f} s "
-              f"(+ {len(procedural.SAMPLES)} samples)")
+              f"(+ {len(analytic.SAMPLES)} samples)")
         print(f"build wall time: {wall:.1f} s (ray.num_cpus={cfg.ray.num_cpus or 'all'}, {psutil.cpu_count()} cores)")
         print(f"rows: {summary.manifest['rows']}, rejects: {len(rejects)}, "
               f"internal_error: {sum(r['reason'] == 'internal_error' for r in rejects)}")

@@ -26,14 +26,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from jobs import config as config_lib
-from pipelines import procedural, process, shards, sources
+from pipelines import analytic, process, shards, sources
 from pipelines.config import DatasetConfig
 from pipelines.records import AssetResult
 
 
 def one_real_clip(overrides: list[str]) -> tuple[AssetResult, DatasetConfig]:
     with tempfile.TemporaryDirectory() as src:
-        procedural.write_samples(src)
+        analytic.write_samples(src)
         cfg = config_lib.load(DatasetConfig, None, [f"source.path={src}", "source.uids=[bending_tube]", *overrides])
         ref = sources.list_assets(cfg.source)[0][0]
         t0 = time.process_time()

@@ -245,9 +245,9 @@ def mean_over_clips(summaries: list[dict]) -> dict[str, float]:
 def summary_keys(mcfg: MetricConfig, num_frames: int) -> list[str]:
     """The summary metric names evaluate_clip gives for this config and clip length (asked of the
     metrics code on a tiny pair of boxes, so the list can never drift from it)."""
-    from pipelines import metrics, procedural
+    from pipelines import metrics, shapes
 
-    v, f = procedural.box_grid((1.0, 0.6, 0.4), (2, 2, 2))
+    v, f = shapes.box_grid((1.0, 0.6, 0.4), (2, 2, 2))
     tiny = dataclasses.replace(mcfg, num_points=64, num_uniform=64, num_near=64, align_points=64,
                                align_iterations=2, temporal_points=64, workers=1)
     frames = [(v + 0.01 * t, f) for t in range(max(num_frames, 1))]

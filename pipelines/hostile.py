@@ -24,7 +24,7 @@ without allocating what the file merely declares, and without hanging:
   keyframe times, node cycles, out-of-range indices, broken GLB chunk layouts, invalid UTF-8, JSON
   nested 100,000 deep, an empty file, a JSON array): ("read", "corrupt_file"), or
   "truncated_file" for a GLB shorter than its header says;
-- the 8 bad assets of `procedural.bad_assets` (in `bad/`), with `procedural.BAD_ASSET_REASONS`.
+- the 8 bad assets of `bad_assets.bad_assets` (in `bad/`), with `bad_assets.BAD_ASSET_REASONS`.
 
 Sizes follow the limits the job runs with: `write_corpus(folder, limits_overrides)` sizes each
 declared count from `LimitsConfig` with `CORPUS_LIMITS` and the overrides applied, and
@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipelines import procedural
+from pipelines import bad_assets, procedural
 from pipelines.gltf_write import FLOAT, UINT32, Channel, GltfBuilder, Primitive
 from pipelines.limits import LimitsConfig
 
@@ -602,8 +602,8 @@ def write_corpus(folder: str | Path, limits_overrides: dict[str, Any] | None = N
         corpus[case] = (ctx.write(f"{case}.glb", data), expected)
     for case, (data, expected) in _json_cases().items():
         corpus[case] = (ctx.write(f"{case}.gltf", data), expected)
-    for name, fname in procedural.bad_assets(root / "bad", max_faces).items():
-        corpus[f"bad_{name}"] = (f"bad/{fname}", procedural.BAD_ASSET_REASONS[name])
+    for name, fname in bad_assets.bad_assets(root / "bad", max_faces).items():
+        corpus[f"bad_{name}"] = (f"bad/{fname}", bad_assets.BAD_ASSET_REASONS[name])
     return corpus
 
 

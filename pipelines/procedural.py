@@ -1,26 +1,7 @@
-"""Procedural animated glTF samples with analytic ground truth, and deliberately bad assets.
+"""Random animated 4D assets for `source.kind=procedural`, and the samples' CLI.
 
-Four small animations exercise each way glTF moves vertices (skinning, node TRS, hierarchy,
-morph targets) and the LINEAR/CUBICSPLINE samplers. Each builder returns a `Sample`: the .glb
-bytes, the faces, the rest POSITION data as written, and `positions(t)`, the world-space
-vertex positions at time t (seconds) derived from the definition of the motion, not from
-the file. The vertex order is that of the POSITION accessors concatenated over primitives
-in scene (depth-first) node order; every vertex is used by a face.
-
-"Analytic" means exact up to float64 rounding: the truth is evaluated from the same float32
-numbers the file stores (rest positions, weights, keyframe values), and the motions are
-chosen so that glTF's interpolation reproduces them exactly: rotations about one fixed axis
-per joint (slerp = linear in the angle), piecewise-linear translations/weights, and a
-CUBICSPLINE scale whose piecewise Hermite cubic is itself the truth.
-
-All sources are closed, consistently outward-oriented 2-manifolds (checked in the tests).
-Output is deterministic: the same code gives byte-identical files (tests compare them with
-the committed copies in `pipelines/samples/`).
-
-The second half of the module generates randomised animated assets in five families for
-`source.kind=procedural` (see "random 4D assets" below).
-
-CLI: `python -m pipelines.procedural --out DIR [--bad] [--max-faces N]`, or
+CLI: `python -m pipelines.procedural --out DIR [--bad] [--max-faces N]` (the four analytic samples
+of pipelines.analytic, and the bad assets of pipelines.bad_assets), or
 `python -m pipelines.procedural --out DIR --random N [--seed S] [--families tube,blob,...]`.
 """
 from __future__ import annotations
@@ -37,322 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pipelines import surface
-from pipelines.gltf_write import Channel, GltfBuilder, Primitive, quantize_weights
-
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    glb: bytes
-    faces: np.ndarray  # [F,3] int64 into the concatenated vertices
-    rest: np.ndarray  # [V,3] float64: the POSITION data as stored (float32 values)
-    duration: float  # seconds; the animation spans [0, duration]
-    positions: Callable[[float], np.ndarray]  # t -> [V,3] float64 world positions
-    description: str
-
-
-# ---------------------------------------------------------------- geometry (closed meshes)
-
-
-def capped_cylinder(radius: float, length: float, segments: int, rings: int) -> tuple[np.ndarray, np.ndarray]:
-    """Closed cylinder along +y from y=0 to y=length: `rings`+1 vertex rings plus two cap centres."""
-    theta = 2 * np.pi * np.arange(segments) / segments
-    y = length * np.arange(rings + 1) / rings
-    ring = np.stack([radius * np.cos(theta), np.zeros(segments), -radius * np.sin(theta)], 1)
-    side = np.repeat(ring[None], rings + 1, 0)
-    side[:, :, 1] = y[:, None]
-    verts = np.concatenate([side.reshape(-1, 3), [[0.0, 0.0, 0.0], [0.0, length, 0.0]]])
-    i, j = np.meshgrid(np.arange(rings), np.arange(segments), indexing="ij")
-    a, b = i * segments + j, i * segments + (j + 1) % segments
-    c, d = a + segments, b + segments
-    faces = [np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)]
-    bottom, top = len(verts) - 2, len(verts) - 1
-    js = np.arange(segments)
-    faces.append(np.stack([np.full(segments, bottom), (js + 1) % segments, js], 1))
-    last = rings * segments
-    faces.append(np.stack([np.full(segments, top), last + js, last + (js + 1) % segments], 1))
-    return verts, np.concatenate(faces).astype(np.int64)
-
-
-def uv_sphere(radius: float, n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Closed UV sphere: two pole vertices and n_lat-1 rings of n_lon vertices (no seam copies)."""
-    phi = np.pi * np.arange(1, n_lat) / n_lat  # polar angle of each ring
-    theta = 2 * np.pi * np.arange(n_lon) / n_lon
-    ring = np.stack(
-        [np.sin(phi)[:, None] * np.cos(theta), np.repeat(np.cos(phi)[:, None], n_lon, 1), -np.sin(phi)[:, None] * np.sin(theta)],
-        -1,
-    ).reshape(-1, 3)
-    verts = radius * np.concatenate([[[0.0, 1.0, 0.0]], ring, [[0.0, -1.0, 0.0]]])
-    south = len(verts) - 1
-    js = np.arange(n_lon)
-    faces = [np.stack([np.zeros(n_lon, np.int64), 1 + js, 1 + (js + 1) % n_lon], 1)]
-    i, j = np.meshgrid(np.arange(n_lat - 2), js, indexing="ij")
-    a, b = 1 + i * n_lon + j, 1 + i * n_lon + (j + 1) % n_lon
-    c, d = a + n_lon, b + n_lon
-    faces += [np.stack([a, c, d], -1).reshape(-1, 3), np.stack([a, d, b], -1).reshape(-1, 3)]
-    base = 1 + (n_lat - 2) * n_lon
-    faces.append(np.stack([np.full(n_lon, south), base + (js + 1) % n_lon, base + js], 1))
-    return verts, np.concatenate(faces).astype(np.int64)
-
-
-def box_grid(size: tuple[float, float, float], divisions: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Closed box centred on the origin, each side a quad grid; edge/corner vertices shared."""
-    n = np.asarray(divisions)
-    # Number the boundary points of the (n+1)^3 lattice; faces index through this table.
-    lattice = np.stack(np.meshgrid(*(np.arange(k + 1) for k in n), indexing="ij"), -1)
-    on_boundary = np.any((lattice == 0) | (lattice == n), axis=-1)
-    index = np.full(lattice.shape[:3], -1, np.int64)
-    index[on_boundary] = np.arange(on_boundary.sum())
-    verts = (lattice[on_boundary] / n - 0.5) * np.asarray(size)
-    faces = []
-    for axis in range(3):
-        b_ax, c_ax = (axis + 1) % 3, (axis + 2) % 3  # e_b x e_c = +e_axis
-        for side in (0, n[axis]):
-            sl: list[slice | int] = [slice(None)] * 3
-            sl[axis] = side
-            grid = index[tuple(sl)]  # 2D, axes in increasing order of (b_ax, c_ax)
-            if b_ax > c_ax:
-                grid = grid.T  # rows along b_ax, columns along c_ax
-            if side == 0:
-                grid = grid.T  # swap the in-plane axes: normal points to -axis
-            p00, p10, p01, p11 = grid[:-1, :-1], grid[1:, :-1], grid[:-1, 1:], grid[1:, 1:]
-            faces += [np.stack([p00, p10, p11], -1).reshape(-1, 3), np.stack([p00, p11, p01], -1).reshape(-1, 3)]
-    return verts, np.concatenate(faces).astype(np.int64)
-
-
-def _f32(a) -> np.ndarray:
-    """The float32 value the file stores, back in float64."""
-    return np.asarray(a, np.float64).astype(np.float32).astype(np.float64)
-
-
-def _axis_angle(axis: int, angle: float) -> np.ndarray:
-    """4x4 rotation about coordinate axis 0/1/2 by `angle` radians."""
-    c, s = math.cos(angle), math.sin(angle)
-    i, j = (axis + 1) % 3, (axis + 2) % 3
-    m = np.eye(4)
-    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
-    return m
-
-
-def _quat(axis: int, angle: np.ndarray) -> np.ndarray:
-    """Quaternions [n,4] (x, y, z, w) of rotations about a coordinate axis."""
-    q = np.zeros((len(angle), 4))
-    q[:, axis] = np.sin(angle / 2)
-    q[:, 3] = np.cos(angle / 2)
-    return q
-
-
-def _translate(t) -> np.ndarray:
-    m = np.eye(4)
-    m[:3, 3] = t
-    return m
-
-
-def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return p @ m[:3, :3].T + m[:3, 3]
-
-
-# ---------------------------------------------------------------- the four samples
-
-
-def bending_tube() -> Sample:
-    """Capped cylinder skinned to a chain of 5 joints (up to 5 influences per vertex, so
-    JOINTS_1/WEIGHTS_1 are used); joints 1-4 rotate about fixed axes with LINEAR keys."""
-    base, spacing, n_joints, duration = np.array([1.5, 0.25, -0.5]), 0.3125, 5, 2.0
-    local, faces = capped_cylinder(radius=0.125, length=spacing * (n_joints - 1), segments=24, rings=40)
-    rest = _f32(local + base)
-    heights = spacing * np.arange(n_joints)
-    # Smooth, wide influence: weight_k = (1 - |y - h_k| / R)^2 with R = 2.2 joint spacings.
-    y = rest[:, 1] - base[1]
-    raw = np.clip(1 - np.abs(y[:, None] - heights) / (2.2 * spacing), 0, None) ** 2
-    joints = np.broadcast_to(np.arange(n_joints), raw.shape)
-
-    axes, amps, phases = [2, 2, 0, 2], [0.5, 0.6, 0.4, 0.5], [0.0, 0.6, 1.2, 1.8]
-    times = np.arange(33) / 16.0  # 0 .. 2 s, exact binary fractions
-    wanted = [a * (np.sin(2 * np.pi * times / duration + p) - np.sin(p)) for a, p in zip(amps, phases)]
-
-    b = GltfBuilder()
-    mat = b.add_material((0.85, 0.55, 0.2, 1.0), name="tube")
-    prim = Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), joints=joints, weights=raw, material=mat)
-    chain = [b.add_node(translation=base, name="joint0")]
-    for k in range(1, n_joints):
-        chain.append(b.add_node(parent=chain[-1], translation=(0.0, spacing, 0.0), name=f"joint{k}"))
-    # Bind pose = rest pose with identity rotations: IBM_k = translation by -(joint k's position).
-    ibm = np.stack([_translate(-(base + [0.0, h, 0.0])) for h in heights])
-    skin = b.add_skin(chain, ibm, skeleton=chain[0])
-    # A skinned mesh node sits at the root with no transform of its own (the spec ignores it).
-    b.add_node(mesh=b.add_mesh([prim], name="tube"), skin=skin, name="tube")
-    channels, key_angles = [], []
-    for k, (axis, angle) in enumerate(zip(axes, wanted), start=1):
-        q = _quat(axis, angle)
-        channels.append(Channel(chain[k], "rotation", times, q))
-        # The angle the stored float32 quaternion encodes (slerp about one axis is linear in it).
-        q32 = _f32(q)
-        key_angles.append(2 * np.arctan2(q32[:, axis], q32[:, 3]))
-    b.add_animation(channels, name="bend")
-    glb = b.to_glb()
-
-    w32 = _stored_weights(raw)
-
-    def positions(t: float) -> np.ndarray:
-        world = [_translate(base)]
-        for k in range(1, n_joints):
-            a = float(np.interp(t, times, key_angles[k - 1]))
-            world.append(world[-1] @ _translate([0.0, spacing, 0.0]) @ _axis_angle(axes[k - 1], a))
-        skin = np.stack([m @ inv for m, inv in zip(world, ibm)])  # [J,4,4]
-        per_joint = np.einsum("jab,vb->vja", skin[:, :3, :3], rest) + skin[:, :3, 3]
-        return np.einsum("vj,vja->va", w32, per_joint)
-
-    return Sample("bending_tube", glb, faces, rest, duration, positions,
-                  f"capped cylinder ({len(faces):,} faces) skinned to a 5-joint chain; joints rotate about z, z, x, z "
-                  "with LINEAR keys every 1/16 s; up to 5 joint influences per vertex (JOINTS_0/1, WEIGHTS_0/1)")
-
-
-def _stored_weights(raw: np.ndarray) -> np.ndarray:
-    """Weights as a reader sees them: the written float32 values, renormalised in float64."""
-    w = quantize_weights(raw).astype(np.float64)[:, : raw.shape[1]]
-    return w / w.sum(1, keepdims=True)
-
-
-def swelling_sphere() -> Sample:
-    """UV sphere whose node scale swells and shrinks (CUBICSPLINE), under an offset parent."""
-    duration, offset = 1.5, np.array([-0.75, 1.125, 0.625])
-    verts, faces = uv_sphere(radius=0.375, n_lat=24, n_lon=32)
-    rest = _f32(verts)
-    up = (rest[:, 1] / 0.375 + 1) / 2  # 0 at the south pole, 1 at the north pole
-    colors = np.stack([0.2 + 0.7 * up, 0.4 * np.ones_like(up), 0.9 - 0.7 * up], 1)
-
-    # s(t) = 1 + 0.35 sin(2 pi t / T): keys every 0.25 s with exact derivatives as tangents.
-    times = np.arange(7) * 0.25
-    value = 1 + 0.35 * np.sin(2 * np.pi * times / duration)
-    slope = 0.35 * 2 * np.pi / duration * np.cos(2 * np.pi * times / duration)
-    keys = np.stack([slope, value, slope], 1)[:, :, None].repeat(3, axis=2)  # [n, in/value/out, xyz]
-
-    b = GltfBuilder()
-    mat = b.add_material((1.0, 1.0, 1.0, 1.0), name="sphere")
-    mesh = b.add_mesh([Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), colors=colors, material=mat)], name="sphere")
-    parent = b.add_node(translation=offset, name="offset")
-    node = b.add_node(mesh=mesh, parent=parent, name="sphere")
-    b.add_animation([Channel(node, "scale", times, keys, "CUBICSPLINE")], name="swell")
-    glb = b.to_glb()
-
-    v32, m32 = _f32(value), _f32(slope)
-
-    def scale(t: float) -> float:
-        # The Hermite cubic of glTF's CUBICSPLINE between the two keys around t (clamped).
-        t = min(max(t, times[0]), times[-1])
-        i = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
-        d = times[i + 1] - times[i]
-        u = (t - times[i]) / d
-        return ((2 * u**3 - 3 * u**2 + 1) * v32[i] + (u**3 - 2 * u**2 + u) * d * m32[i]
-                + (-2 * u**3 + 3 * u**2) * v32[i + 1] + (u**3 - u**2) * d * m32[i + 1])
-
-    def positions(t: float) -> np.ndarray:
-        return rest * scale(t) + offset
-
-    return Sample("swelling_sphere", glb, faces, rest, duration, positions,
-                  f"UV sphere ({len(faces):,} faces, per-vertex COLOR_0) under an offset parent node; its own node scale "
-                  "follows 1 + 0.35 sin(2 pi t / 1.5 s) through CUBICSPLINE keys every 0.25 s")
-
-
-def separating_parts() -> Sample:
-    """A box and a sphere on two child nodes of a rotated, offset parent; they move apart."""
-    duration = 2.5
-    rig_t, rig_angle = np.array([0.5, -1.0, 0.25]), math.radians(30.0)
-    box_v, box_f = box_grid((2.0, 1.5, 1.5), (8, 6, 6))
-    ball_v, ball_f = uv_sphere(radius=0.8, n_lat=16, n_lon=24)
-    box_rest, ball_rest = _f32(box_v), _f32(ball_v)
-
-    # Eased separation along the parent's x axis, keyed every 0.25 s, LINEAR between keys.
-    times = np.arange(11) * 0.25
-    ease = (1 - np.cos(np.pi * times / duration)) / 2
-    box_keys = np.stack([-1.1 - 1.0 * ease, 0.0 * ease, 0.2 * ease], 1)
-    ball_keys = np.stack([1.0 + 1.2 * ease, 0.5 * ease, -0.1 * ease], 1)
-
-    # The static node translation is the first key as stored (float32), so the rest state and
-    # the animation at t=0 agree exactly.
-    b = GltfBuilder()
-    red, blue = b.add_material((0.8, 0.15, 0.1, 1.0), name="box"), b.add_material((0.1, 0.3, 0.85, 1.0), name="ball")
-    # Trigonometry written as JSON text is rounded to float32 first, so a last-bit difference
-    # between maths libraries cannot change the file's bytes.
-    rig_q = _f32(_quat(1, np.array([rig_angle]))[0])
-    rig = b.add_node(translation=rig_t, rotation=rig_q, name="rig")
-    box = b.add_node(mesh=b.add_mesh([Primitive(box_rest, box_f, normals=surface.vertex_normals(box_rest, box_f), material=red)], name="box"),
-                     parent=rig, translation=_f32(box_keys[0]), name="box")
-    ball = b.add_node(mesh=b.add_mesh([Primitive(ball_rest, ball_f, normals=surface.vertex_normals(ball_rest, ball_f), material=blue)], name="ball"),
-                      parent=rig, translation=_f32(ball_keys[0]), name="ball")
-    b.add_animation([Channel(box, "translation", times, box_keys), Channel(ball, "translation", times, ball_keys)], name="separate")
-    glb = b.to_glb()
-
-    rig_m = _translate(rig_t) @ _axis_angle(1, 2 * math.atan2(rig_q[1], rig_q[3]))  # the stored angle
-    box32, ball32 = _f32(box_keys), _f32(ball_keys)
-    faces = np.concatenate([box_f, ball_f + len(box_rest)])
-
-    def positions(t: float) -> np.ndarray:
-        parts = []
-        for rest, keys in ((box_rest, box32), (ball_rest, ball32)):
-            tr = [np.interp(t, times, keys[:, c]) for c in range(3)]
-            parts.append(_apply(rig_m @ _translate(tr), rest))
-        return np.concatenate(parts)
-
-    return Sample("separating_parts", glb, faces, np.concatenate([box_rest, ball_rest]), duration, positions,
-                  f"box ({len(box_f):,} faces) and UV sphere ({len(ball_f):,} faces) on two nodes under a parent rotated 30 deg about y "
-                  "and offset; eased LINEAR translation keys every 0.25 s move them apart")
-
-
-def morph_wave() -> Sample:
-    """A thick plate with 4 morph targets (Gaussian bumps along x); LINEAR weight keys make
-    one bump after the other rise and fall, so a wave travels along the plate."""
-    duration, centre = 3.0, np.array([0.25, -0.6, 1.0])
-    verts, faces = box_grid((3.2, 0.16, 1.0), (64, 1, 12))
-    rest = _f32(verts + centre)
-    bumps = np.array([-1.2, -0.4, 0.4, 1.2])
-    # Every vertex of a cross-section moves by the same amount: thickness is kept, no self-overlap.
-    lift = 0.3 * np.exp(-(((verts[:, 0, None] - bumps) / 0.35) ** 2))  # [V,K]
-    deltas = [np.stack([np.zeros(len(verts)), lift[:, k], np.zeros(len(verts))], 1) for k in range(len(bumps))]
-
-    times = np.arange(25) * 0.125  # 0 .. 3 s
-    front = -2.0 + 4.0 * times / duration  # the crest position along x
-    weights = np.clip(1 - np.abs(front[:, None] - bumps) / 0.8, 0, 1)  # [n,K], 0 at both ends
-
-    b = GltfBuilder()
-    mat = b.add_material((0.3, 0.75, 0.35, 1.0), name="plate")
-    prim = Primitive(rest, faces, normals=surface.vertex_normals(rest, faces), targets=deltas, material=mat)
-    node = b.add_node(mesh=b.add_mesh([prim], weights=[0.0] * len(bumps), name="plate"), name="plate")
-    b.add_animation([Channel(node, "weights", times, weights)], name="wave")
-    glb = b.to_glb()
-
-    d32 = np.stack([_f32(d) for d in deltas])  # [K,V,3]
-    w32 = _f32(weights)
-
-    def positions(t: float) -> np.ndarray:
-        w = np.array([np.interp(t, times, w32[:, k]) for k in range(len(bumps))])
-        return rest + np.einsum("k,kva->va", w, d32)
-
-    return Sample("morph_wave", glb, faces, rest, duration, positions,
-                  f"thick plate ({len(faces):,} faces) with 4 morph targets (Gaussian bumps along x, POSITION "
-                  "deltas); LINEAR weight keys every 0.125 s raise them in turn so a wave travels along x")
-
-
-SAMPLES: dict[str, Callable[[], Sample]] = {
-    "bending_tube": bending_tube,
-    "swelling_sphere": swelling_sphere,
-    "separating_parts": separating_parts,
-    "morph_wave": morph_wave,
-}
-
-
-def write_samples(folder: str | Path) -> dict[str, Path]:
-    """Write every sample as `<folder>/<name>.glb`; returns name -> path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, build in SAMPLES.items():
-        out[name] = folder / f"{name}.glb"
-        out[name].write_bytes(build().glb)
-    return out
+from pipelines.analytic import write_samples
+from pipelines.bad_assets import bad_assets
+from pipelines.gltf_write import Channel, GltfBuilder, Primitive
+from pipelines.shapes import box_grid, capped_cylinder, f32, uv_sphere
 
 
 # ---------------------------------------------------------------- random 4D assets (source.kind=procedural)
@@ -546,7 +215,7 @@ def _quat_matrix(q) -> np.ndarray:
 
 def _static_quat(q) -> np.ndarray:
     """A node rotation as written: unit length, rounded to float32 (so JSON text is libm-proof)."""
-    return _f32(np.asarray(q, np.float64) / np.linalg.norm(q))
+    return f32(np.asarray(q, np.float64) / np.linalg.norm(q))
 
 
 def _hinge(rng: np.random.Generator) -> list[float]:
@@ -616,7 +285,7 @@ def _build_tube(p: dict) -> bytes:
     local = local * np.stack([shrink, np.ones(len(local)), shrink * p["ellipse"]], 1)
     q_root = _static_quat(p["orientation"])
     r_root = _quat_matrix(q_root)
-    rest = _f32(local @ r_root.T)
+    rest = f32(local @ r_root.T)
     heights = spacing * np.arange(n_joints)
     y = local[:, 1]
     raw = np.clip(1 - np.abs(y[:, None] - heights) / (p["influence"] * spacing), 0, None) ** 2
@@ -685,7 +354,7 @@ def _blob_params(rng: np.random.Generator) -> dict:
 def _build_blob(p: dict) -> bytes:
     part, duration, radius = p["parts"][0], p["duration"], p["radius"]
     verts, faces = uv_sphere(radius, part["n_lat"], part["n_lon"])
-    rest = _f32(verts)
+    rest = f32(verts)
     dirs = verts / radius
     deltas = []
     for tg in p["targets"]:
@@ -781,7 +450,7 @@ def _build_figure(p: dict) -> bytes:
     channels = []
     size = p["torso"]["size"]
     bv, bf = box_grid(tuple(size), tuple(next(parts)["divisions"]))
-    torso = b.add_node(mesh=b.add_mesh([_prim(b, _f32(bv), bf, p["torso"]["color"])], name="torso"), name="torso")
+    torso = b.add_node(mesh=b.add_mesh([_prim(b, f32(bv), bf, p["torso"]["color"])], name="torso"), name="torso")
     yaw = p["yaw"] + p["yaw_amp"] * _wave(t, duration, cycles, 0.0)
     channels.append(Channel(torso, "rotation", t, _quat_axis([0, 1, 0], yaw)))
     bob = np.zeros((len(t), 3))
@@ -791,7 +460,7 @@ def _build_figure(p: dict) -> bytes:
     h = p["head"]
     sp = next(parts)
     hv, hf = uv_sphere(h["radius"], sp["n_lat"], sp["n_lon"])
-    head = b.add_node(mesh=b.add_mesh([_prim(b, _f32(hv), hf, h["color"])], name="head"), parent=torso,
+    head = b.add_node(mesh=b.add_mesh([_prim(b, f32(hv), hf, h["color"])], name="head"), parent=torso,
                       translation=(0.0, _r(size[1] / 2 + 0.7 * h["radius"]), 0.0), name="head")
     channels.append(Channel(head, "rotation", t, _quat_axis(h["axis"], h["amp"] * _wave(t, duration, cycles, h["phase"]))))
 
@@ -804,7 +473,7 @@ def _build_figure(p: dict) -> bytes:
             # Each segment reaches one radius back into its parent, so the joints stay closed.
             cv, cf = capped_cylinder(seg["radius"], seg["length"] + seg["radius"], cp["segments"], cp["rings"])
             cv[:, 1] -= seg["radius"]
-            mesh = b.add_mesh([_prim(b, _f32(cv), cf, seg["color"])], name=f"limb{i}_{k}")
+            mesh = b.add_mesh([_prim(b, f32(cv), cf, seg["color"])], name=f"limb{i}_{k}")
             node = b.add_node(mesh=mesh, parent=parent, translation=(0.0, offset, 0.0), name=f"limb{i}_{k}")
             channels.append(Channel(node, "rotation", t, _quat_axis(seg["axis"], seg["amp"] * _wave(t, duration, cycles, seg["phase"]))))
             parent, offset = node, seg["length"]
@@ -870,8 +539,8 @@ def _build_split(p: dict) -> bytes:
         else:
             v, f = box_grid(tuple(s["size"]), tuple(part["divisions"]))
         keys = np.outer(dist, dirs[i])
-        node = b.add_node(mesh=b.add_mesh([_prim(b, _f32(v), f, s["color"])], name=f"part{i}"), parent=rig,
-                          translation=_f32(keys[0]), name=f"part{i}")
+        node = b.add_node(mesh=b.add_mesh([_prim(b, f32(v), f, s["color"])], name=f"part{i}"), parent=rig,
+                          translation=f32(keys[0]), name=f"part{i}")
         channels.append(Channel(node, "translation", t, keys))
         if s["shape"] == "box":
             channels.append(Channel(node, "rotation", t, _quat_axis(s["spin_axis"], s["spin"] * u)))
@@ -904,7 +573,7 @@ def _wave_params(rng: np.random.Generator) -> dict:
 def _build_wave(p: dict) -> bytes:
     size, duration, k = p["size"], p["duration"], p["bumps"]
     verts, faces = box_grid(tuple(size), tuple(p["parts"][0]["divisions"]))
-    rest = _f32(verts)
+    rest = f32(verts)
     d = np.array([math.cos(p["angle"]), 0.0, math.sin(p["angle"])])
     along = verts @ d
     lo, hi = along.min(), along.max()
@@ -940,72 +609,6 @@ _BUILD: dict[str, Callable[[dict], bytes]] = {
     "tube": _build_tube, "blob": _build_blob, "figure": _build_figure, "split": _build_split, "wave": _build_wave,
 }
 
-
-# ---------------------------------------------------------------- bad assets
-
-
-_TETRA = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-_TETRA_FACES = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int64)
-
-
-def _moving(positions: np.ndarray, faces: np.ndarray, times=(0.0, 1.0)) -> GltfBuilder:
-    """A one-node mesh translated by a LINEAR animation with the given keyframe times."""
-    b = GltfBuilder()
-    node = b.add_node(mesh=b.add_mesh([Primitive(positions, faces)]))
-    values = np.outer(np.arange(len(times)), [0.5, 0.25, 0.0])
-    b.add_animation([Channel(node, "translation", np.asarray(times, np.float64), values)])
-    return b
-
-
-# What the pipeline must answer for each bad asset: (stage, reason) of its one reject row.
-BAD_ASSET_REASONS = {
-    "corrupt": ("read", "corrupt_file"),
-    "truncated": ("read", "truncated_file"),
-    "no_animation": ("bake", "no_animation"),
-    "non_finite": ("bake", "non_finite_vertices"),
-    "zero_area": ("bake", "zero_area"),
-    "too_many_faces": ("bake", "too_many_faces"),
-    "single_keyframe": ("bake", "single_keyframe"),
-    "missing_buffer": ("read", "missing_buffer"),
-}
-
-
-def bad_assets(folder: str | Path, max_faces: int) -> dict[str, str]:
-    """Write one deliberately broken asset per case into `folder`; returns case -> file name.
-
-    Each is broken in exactly one way (everything else valid), so a reader/baker rejects it
-    for that reason only: corrupt (random bytes), truncated (a valid GLB cut in half),
-    no_animation, non_finite (a NaN vertex), zero_area (collinear vertices), too_many_faces
-    (max_faces + 1 triangles over 4 vertices), single_keyframe, missing_buffer (.gltf whose
-    .bin is absent).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, bytes] = {}
-    rng = np.random.default_rng(20240607)
-    junk = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    files["corrupt"] = b"\x00" + junk[1:]  # a NUL first byte: neither GLB magic nor JSON
-    whole = _moving(_TETRA, _TETRA_FACES).to_glb()
-    files["truncated"] = whole[: len(whole) // 2]
-    still = GltfBuilder()
-    still.add_node(mesh=still.add_mesh([Primitive(_TETRA, _TETRA_FACES)]))
-    files["no_animation"] = still.to_glb()
-    nan = _TETRA.copy()
-    nan[3, 1] = np.nan
-    files["non_finite"] = _moving(nan, _TETRA_FACES).to_glb()
-    line = np.outer(np.arange(4.0), [1.0, 0.5, 0.25])  # 4 distinct collinear points
-    files["zero_area"] = _moving(line, _TETRA_FACES).to_glb()
-    many = np.resize(_TETRA_FACES, (max_faces + 1, 3))  # repeats the 4 faces: few vertices, many indices
-    files["too_many_faces"] = _moving(_TETRA, many).to_glb()
-    files["single_keyframe"] = _moving(_TETRA, _TETRA_FACES, times=(0.0,)).to_glb()
-    out = {}
-    for case, data in files.items():
-        (folder / f"{case}.glb").write_bytes(data)
-        out[case] = f"{case}.glb"
-    gltf, bin_ = _moving(_TETRA, _TETRA_FACES).to_gltf_files(folder, "missing_buffer")
-    bin_.unlink()
-    out["missing_buffer"] = gltf.name
-    return out
 
 
 # ---------------------------------------------------------------- CLI

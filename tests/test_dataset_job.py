@@ -19,7 +19,7 @@ import pytest
 
 from jobs import build_dataset
 from jobs import config as config_lib
-from pipelines import bake, gltf_io, procedural
+from pipelines import analytic, bad_assets, bake, gltf_io
 from pipelines.config import DatasetConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +44,14 @@ TINY = [
     "ray.memory_per_asset_gb=1",
 ]
 
-BAD_REASONS = procedural.BAD_ASSET_REASONS
+BAD_REASONS = bad_assets.BAD_ASSET_REASONS
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
-    procedural.write_samples(src)
-    bad = procedural.bad_assets(src / "bad", max_faces=MAX_FACES)
+    analytic.write_samples(src)
+    bad = bad_assets.bad_assets(src / "bad", max_faces=MAX_FACES)
     assert set(bad) == set(BAD_REASONS)
     return src
 
@@ -84,7 +84,7 @@ def test_counts_schema_and_shapes(built):
     root, summary, _ = built
     got = _read_all(root / "ds")
     m, t = got["manifest"], got["table"]
-    n_samples = len(procedural.SAMPLES)
+    n_samples = len(analytic.SAMPLES)
     assert m["rows"] == t.num_rows == n_samples
     assert [s["rows"] for s in m["shards"]] == [1] * n_samples
     assert sum(m["splits"].values()) == n_samples
@@ -111,11 +111,11 @@ def test_every_bad_input_gives_its_reject_row_and_good_assets_are_kept(built):
         assert r["detail"]
     assert len(rejects) == len(BAD_REASONS)
     kept = {u for s in summary.manifest["shards"] for u in pq.read_table(root / "ds" / s["path"]).column("uid").to_pylist()}
-    assert kept == set(procedural.SAMPLES)
+    assert kept == set(analytic.SAMPLES)
     funnel = summary.manifest["funnel"]
-    assert funnel["candidates"] == funnel["assets_processed"] == len(procedural.SAMPLES) + len(BAD_REASONS)
+    assert funnel["candidates"] == funnel["assets_processed"] == len(analytic.SAMPLES) + len(BAD_REASONS)
     assert funnel["assets_without_clips"] == len(BAD_REASONS)
-    assert funnel["clips_kept"] == funnel["assets_kept"] == len(procedural.SAMPLES)
+    assert funnel["clips_kept"] == funnel["assets_kept"] == len(analytic.SAMPLES)
 
 
 def test_queries_lie_on_their_frame_source_surface(built, source):
@@ -246,7 +246,7 @@ def test_job_level_errors_exit_non_zero_with_a_message(tmp_path):
     assert missing.returncode == 1 and "nope" in missing.stderr
     (tmp_path / "file").write_text("x")
     (tmp_path / "src").mkdir()
-    procedural.write_samples(tmp_path / "src")
+    analytic.write_samples(tmp_path / "src")
     unwritable = subprocess.run(_command(tmp_path / "src", tmp_path / "file" / "out"), cwd=REPO, env=env, capture_output=True, text=True)
     assert unwritable.returncode == 1 and "not writable" in unwritable.stderr
     bad_key = subprocess.run(_command(tmp_path / "src", tmp_path / "out", "watertight.resolutoin=3"), cwd=REPO, env=env, capture_output=True, text=True)

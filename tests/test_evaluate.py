@@ -87,10 +87,10 @@ class _Sphere(_PythonModel):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict]:
-    from pipelines import procedural
+    from pipelines import analytic
 
     root = tmp_path_factory.mktemp("eval-data")
-    procedural.write_samples(root / "src")
+    analytic.write_samples(root / "src")
     built = _run(["-m", "jobs.build_dataset", "--config", str(REPO / "jobs/configs/demo.yaml"),
                   f"source.path={root / 'src'}", f"output.path={root / 'ds'}", *DATASET], cwd=root)
     assert built.returncode == 0, built.stderr[-3000:]

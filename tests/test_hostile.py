@@ -23,7 +23,7 @@ import pytest
 
 from jobs import build_dataset
 from jobs import config as config_lib
-from pipelines import hostile, procedural
+from pipelines import analytic, hostile
 from pipelines.config import DatasetConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def _overrides(source: Path, out: Path, tracking: str) -> list[str]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     src = root / "src"
-    procedural.write_samples(src)
+    analytic.write_samples(src)
     tracking = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
     (root / "mlflow").mkdir()
 
@@ -94,8 +94,8 @@ def test_the_job_exits_0(runs):
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
     manifest = json.loads((runs["root"] / "hostile" / "manifest.json").read_text())
     funnel = manifest["funnel"]
-    assert funnel["assets_processed"] == len(procedural.SAMPLES) + len(runs["corpus"])
-    assert funnel["assets_kept"] == len(procedural.SAMPLES)
+    assert funnel["assets_processed"] == len(analytic.SAMPLES) + len(runs["corpus"])
+    assert funnel["assets_kept"] == len(analytic.SAMPLES)
 
 
 def test_each_hostile_file_gives_one_reject_with_its_reason(runs):
@@ -125,10 +125,10 @@ def test_too_large_rejects_name_their_limit(runs):
 def test_good_assets_are_byte_identical_to_a_clean_run(runs):
     clean = _shards_by_uid(runs["root"] / "clean")
     dirty = _shards_by_uid(runs["root"] / "hostile")
-    assert set(clean) == set(dirty) == set(procedural.SAMPLES)
+    assert set(clean) == set(dirty) == set(analytic.SAMPLES)
     for uid in clean:
         assert clean[uid] == dirty[uid], uid
-    assert runs["clean"].manifest["funnel"]["assets_kept"] == len(procedural.SAMPLES)
+    assert runs["clean"].manifest["funnel"]["assets_kept"] == len(analytic.SAMPLES)
 
 
 def _searchable(path: Path) -> bytes:

@@ -17,7 +17,7 @@ import pytest
 
 from jobs import build_dataset
 from jobs import config as config_lib
-from pipelines import isolate, procedural, sources
+from pipelines import analytic, isolate, sources
 from pipelines.config import DatasetConfig
 
 TINY = [
@@ -30,7 +30,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("samples")
-    procedural.write_samples(src)
+    analytic.write_samples(src)
     return src
 
 

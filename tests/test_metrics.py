@@ -16,7 +16,7 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from pipelines import metrics, procedural
+from pipelines import metrics, shapes
 from pipelines.metrics import MetricConfig, Similarity
 
 
@@ -28,9 +28,9 @@ def _sphere(radius: float, subdivisions: int, center=(0.0, 0.0, 0.0)) -> tuple[n
 def _asymmetric(fine: bool) -> tuple[np.ndarray, np.ndarray]:
     """A flat box with a ball on one corner and a tilted rod: no rotational symmetry."""
     d = 2 if fine else 1
-    box = procedural.box_grid((1.6, 0.8, 0.4), (8 * d, 4 * d, 2 * d))
-    ball = procedural.uv_sphere(0.3, 8 * d, 12 * d)
-    rod = procedural.capped_cylinder(0.12, 0.7, 8 * d, 3 * d)
+    box = shapes.box_grid((1.6, 0.8, 0.4), (8 * d, 4 * d, 2 * d))
+    ball = shapes.uv_sphere(0.3, 8 * d, 12 * d)
+    rod = shapes.capped_cylinder(0.12, 0.7, 8 * d, 3 * d)
     tilt = Rotation.from_euler("z", -70, degrees=True).as_matrix()
     parts = [box, (ball[0] + [0.6, 0.45, 0.1], ball[1]), (rod[0] @ tilt.T + [-0.8, 0.2, 0.0], rod[1])]
     verts, faces, offset = [], [], 0

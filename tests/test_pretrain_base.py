@@ -15,7 +15,7 @@ from jobs import config as config_lib
 from jobs import pretrain_base
 from model import build_base
 from model.checkpoint import FILES, load_base
-from pipelines import procedural
+from pipelines import analytic
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=0",
@@ -28,7 +28,7 @@ DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pretrain-data")
-    procedural.write_samples(root / "src")
+    analytic.write_samples(root / "src")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     built = subprocess.run([sys.executable, "-m", "jobs.build_dataset", "--config", "jobs/configs/demo.yaml",
                             f"source.path={root / 'src'}", f"output.path={root / 'ds'}", *DATASET],

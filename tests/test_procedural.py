@@ -17,7 +17,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from pipelines import bake, gltf_io, normalize, procedural, queries, surface, watertight
+from pipelines import analytic, bad_assets, bake, gltf_io, normalize, procedural, queries, shapes, surface, watertight
 from pipelines.errors import AssetError
 from pipelines.gltf_write import Channel, GltfBuilder, Primitive
 
@@ -30,8 +30,8 @@ RANDOM_UIDS = [procedural.asset_uid(f, 0, i) for f in procedural.FAMILIES for i 
 
 
 @pytest.fixture(scope="module")
-def samples() -> dict[str, procedural.Sample]:
-    return {name: build() for name, build in procedural.SAMPLES.items()}
+def samples() -> dict[str, analytic.Sample]:
+    return {name: build() for name, build in analytic.SAMPLES.items()}
 
 
 def _glb_json(glb: bytes) -> dict:
@@ -72,8 +72,8 @@ def _feature_asset() -> GltfBuilder:
     m2 = b.add_material(base_color_texture={"index": tex, "texCoord": 1, "extensions": {"KHR_texture_transform": {
         "offset": [0.5, 0.0], "rotation": 0.3, "scale": [2.0, 1.0]}}}, emissive=(0.2, 0.1, 0.0),
         emissive_texture={"index": tex}, alpha_mode="MASK", alpha_cutoff=0.3)
-    v, f = procedural.box_grid((1.0, 1.0, 1.0), (2, 2, 2))
-    s, sf = procedural.uv_sphere(0.5, 6, 8)
+    v, f = shapes.box_grid((1.0, 1.0, 1.0), (2, 2, 2))
+    s, sf = shapes.uv_sphere(0.5, 6, 8)
     bump = np.stack([np.zeros(len(v)), v[:, 0], np.zeros(len(v))], 1)
     mesh_a = b.add_mesh([
         Primitive(v, f, normals=surface.vertex_normals(v, f), targets=[bump, 0.5 * bump], material=m0),
@@ -119,7 +119,7 @@ def reports(samples, tmp_path_factory) -> dict[str, dict]:
     feat = _feature_asset()
     (d / "features.glb").write_bytes(feat.to_glb())
     feat.to_gltf_files(d, "features_ext")
-    procedural.bad_assets(d / "bad", max_faces=50)
+    bad_assets.bad_assets(d / "bad", max_faces=50)
     files = sorted(d.glob("*.gl*")) + [d / "bad" / "missing_buffer.gltf", d / "bad" / "truncated.glb", d / "bad" / "corrupt.glb"]
     run = subprocess.run([node, str(VALIDATE), *map(str, files)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "GLTF_VALIDATOR_DIR": str(VALIDATOR_DIR)})
@@ -132,13 +132,13 @@ def _issues(report: dict) -> dict:
     return report["issues"]
 
 
-@pytest.mark.parametrize("name", [*procedural.SAMPLES, "features", "features_ext", *RANDOM_UIDS])
+@pytest.mark.parametrize("name", [*analytic.SAMPLES, "features", "features_ext", *RANDOM_UIDS])
 def test_written_files_pass_the_khronos_validator(reports, name):
     report = reports.get(f"{name}.glb") or reports[f"{name}.gltf"]
     issues = _issues(report)
     assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
     info = report["info"]
-    if name in procedural.SAMPLES or name in RANDOM_UIDS:
+    if name in analytic.SAMPLES or name in RANDOM_UIDS:
         assert info["animationCount"] == 1 and info["drawCallCount"] >= 1
 
 
@@ -155,16 +155,16 @@ def test_validator_harness_sees_real_errors(reports):
 
 
 def test_committed_samples_are_byte_identical_to_fresh_ones(samples, tmp_path):
-    written = procedural.write_samples(tmp_path)
-    assert sorted(written) == sorted(procedural.SAMPLES)
-    committed = sorted(p.name for p in procedural.SAMPLES_DIR.glob("*.glb"))
-    assert committed == sorted(f"{n}.glb" for n in procedural.SAMPLES)
+    written = analytic.write_samples(tmp_path)
+    assert sorted(written) == sorted(analytic.SAMPLES)
+    committed = sorted(p.name for p in analytic.SAMPLES_DIR.glob("*.glb"))
+    assert committed == sorted(f"{n}.glb" for n in analytic.SAMPLES)
     for name, path in written.items():
         fresh = path.read_bytes()
         assert fresh == samples[name].glb, f"{name}: two builds differ"
-        assert (procedural.SAMPLES_DIR / f"{name}.glb").read_bytes() == fresh, (
+        assert (analytic.SAMPLES_DIR / f"{name}.glb").read_bytes() == fresh, (
             f"{name}: committed file is stale; run python -m pipelines.procedural --out pipelines/samples")
-    assert sum(p.stat().st_size for p in procedural.SAMPLES_DIR.iterdir()) < 1_000_000
+    assert sum(p.stat().st_size for p in analytic.SAMPLES_DIR.iterdir()) < 1_000_000
 
 
 def test_glb_layout_minmax_and_features(samples):
@@ -210,7 +210,7 @@ def test_gltf_files_twin_matches_glb(tmp_path):
 
 def test_writer_rejects_inconsistent_input():
     b = GltfBuilder()
-    v, f = procedural.box_grid((1, 1, 1), (1, 1, 1))
+    v, f = shapes.box_grid((1, 1, 1), (1, 1, 1))
     with pytest.raises(ValueError, match="morph targets"):
         b.add_mesh([Primitive(v, f, targets=[v]), Primitive(v, f)])
     with pytest.raises(ValueError, match="out of range"):
@@ -280,11 +280,11 @@ def test_trimesh_static_load_face_counts(samples):
 # ---------------------------------------------------------------- bad assets and CLI
 
 
-BAD_REASONS = procedural.BAD_ASSET_REASONS
+BAD_REASONS = bad_assets.BAD_ASSET_REASONS
 
 
 def test_each_bad_asset_fails_for_its_own_reason(tmp_path):
-    bad = procedural.bad_assets(tmp_path, max_faces=300)
+    bad = bad_assets.bad_assets(tmp_path, max_faces=300)
     assert set(bad) == set(BAD_REASONS)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(bad.values())  # no .bin left
     for case, fname in bad.items():
@@ -300,7 +300,7 @@ def test_each_bad_asset_fails_for_its_own_reason(tmp_path):
 
 def test_cli_writes_samples_and_bad_assets(tmp_path, capsys):
     assert procedural.main(["--out", str(tmp_path), "--bad", "--max-faces", "10"]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.glb")) == sorted(f"{n}.glb" for n in procedural.SAMPLES)
+    assert sorted(p.name for p in tmp_path.glob("*.glb")) == sorted(f"{n}.glb" for n in analytic.SAMPLES)
     assert len(list((tmp_path / "bad").iterdir())) == len(BAD_REASONS)
     assert "morph_wave" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:

@@ -13,7 +13,7 @@ import trimesh
 
 from jobs import config as config_lib
 from pipelines import gltf_write as gw
-from pipelines import procedural, process, quality, sources
+from pipelines import analytic, process, quality, sources
 from pipelines.config import DatasetConfig
 from pipelines.errors import AssetError
 
@@ -24,7 +24,7 @@ TINY = ["num_frames=4", "num_surface_points=256", "num_sharp_points=0", "num_que
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
-    procedural.write_samples(root)
+    analytic.write_samples(root)
     # A sphere that a morph target shrinks to 1% of its size between t = 0.3 and 0.7.
     m = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
     v, f = np.asarray(m.vertices), np.asarray(m.faces)

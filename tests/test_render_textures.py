@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines import render  # noqa: F401  (first: it picks the headless GL platform)
-from pipelines import bake, gltf_io, gltf_write as gw, materials, process, procedural, sources
+from pipelines import analytic, bake, gltf_io, gltf_write as gw, materials, process, sources
 from pipelines.config import DatasetConfig
 from jobs import config as config_lib
 
@@ -181,7 +181,7 @@ def test_untextured_assets_render_as_before():
     """No texture anywhere: the frames are those of the vertex-colour path (render.textures=false),
     except that the factor now tints the diffuse term only, as glTF's BRDF says, where pyrender's
     vertex colour tinted the (4%) specular highlight too: a few levels on lit pixels."""
-    g = gltf_io.load_gltf(procedural.SAMPLES["bending_tube"]().glb)
+    g = gltf_io.load_gltf(analytic.SAMPLES["bending_tube"]().glb)
     baked = bake.bake(g, 0, np.linspace(0, 1, 3))
     mats = materials.load(g, np.unique(baked.face_material), 10**8)
     verts = baked.vertices / np.abs(baked.vertices).max()

@@ -18,7 +18,7 @@ import pytest
 from pipelines import gltf_io, process, sources
 from pipelines.errors import AssetError
 from pipelines.limits import LimitsConfig
-from pipelines.procedural import _TETRA, _TETRA_FACES, _moving
+from pipelines.bad_assets import TETRA, TETRA_FACES, moving_asset
 
 SECRET = b"TOP-SECRET-0123456789-do-not-leak"
 TINY = LimitsConfig(max_file_mb=0.001)  # 1,048 bytes
@@ -27,7 +27,7 @@ TINY = LimitsConfig(max_file_mb=0.001)  # 1,048 bytes
 def _asset(folder, uri: str | None = "buf.bin", name: str = "asset", write_bin: bool = True):
     """A .gltf whose one buffer has `uri`; returns (gltf path, the buffer's bytes). The buffer
     is written to <folder>/buf.bin when write_bin."""
-    b = _moving(_TETRA, _TETRA_FACES)
+    b = moving_asset(TETRA, TETRA_FACES)
     folder.mkdir(parents=True, exist_ok=True)
     gltf, bin_ = b.to_gltf_files(folder, name)
     blob = bin_.read_bytes()

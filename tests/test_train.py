@@ -22,7 +22,7 @@ import pytest
 from jobs import components, ingest, train_loop
 from jobs import config as config_lib
 from jobs.train_config import TrainConfig
-from pipelines import procedural
+from pipelines import analytic
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
@@ -76,7 +76,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, server) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("train-data")
-    procedural.write_samples(root / "src")
+    analytic.write_samples(root / "src")
     built = _run(["-m", "jobs.build_dataset", "--config", "jobs/configs/demo.yaml", f"source.path={root / 'src'}",
                   f"output.path={root / 'ds'}", f"mlflow.tracking_uri={server}", *DATASET])
     assert built.returncode == 0, built.stderr[-3000:]
