@@ -2,6 +2,15 @@
 
 Convention of the base (Step1X-3D): sigma in [0, 1] with 1 = pure noise, the model gets
 t = 1000 * sigma, x_sigma = (1 - sigma) x0 + sigma eps, and predicts the velocity eps - x0.
+Step1X-3D's own training and sampling choices are switches here, their defaults the official
+ones (stepfun-ai/Step1X-3D, systems/shape_rectified_flow.py and models/pipelines/pipeline.py):
+- loss_weighting "sigma2": the official loss is on the x0 estimate x_sigma - sigma v
+  (precondition_outputs), which is sigma^2 (v - (eps - x0))^2: a sigma^2-weighted velocity loss.
+  "uniform" is the plain velocity MSE;
+- sigma_grid "official": diffusers' FlowMatchEulerDiscreteScheduler over 1000 training steps,
+  sigmas linspace(1, 0.001, steps) then 0; "linear": linspace(1, 0, steps + 1). The time shift
+  applies to either;
+- zero_first_step: the official sampler zeroes the velocity of the first step (use_zero_init).
 ShapeGen4D draws ONE eps per clip and uses it for every frame, in training and in sampling,
 so frame-to-frame differences come from the data, not from independent noise.
 Shapes: B clips, T frames, L latents, C channels, N condition tokens, K condition width.
@@ -24,6 +33,9 @@ class FlowConfig:
     time_shift: float = 3.0  # sampling: > 1 spends more steps at high noise; 1 = no shift (ablation)
     steps: int = 30
     guidance: float = 7.5
+    loss_weighting: str = "sigma2"  # "sigma2" (official: x0-preconditioned) or "uniform" velocity MSE
+    sigma_grid: str = "official"  # "official": linspace(1, 0.001, steps) then 0; "linear": linspace(1, 0, steps + 1)
+    zero_first_step: bool = True  # official use_zero_init: the first step's velocity is zeroed
 
 
 def noise(shape_BTLC: tuple[int, ...], shared: bool, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -56,7 +68,23 @@ def loss(
     x_t = (1 - sigma)[:, None, None, None] * x0_BTLC + sigma[:, None, None, None] * eps
     keep = (torch.rand(B, generator=generator, device=x0_BTLC.device) >= cfg.cond_dropout).to(cond_BTNK.dtype)
     v = model(x_t, 1000 * sigma, cond_BTNK * keep[:, None, None, None])
-    return F.mse_loss(v.float(), (eps - x0_BTLC).float())
+    if cfg.loss_weighting == "uniform":
+        return F.mse_loss(v.float(), (eps - x0_BTLC).float())
+    if cfg.loss_weighting != "sigma2":
+        raise ValueError(f"loss_weighting must be 'sigma2' or 'uniform', not {cfg.loss_weighting!r}")
+    w = sigma.float()[:, None, None, None] ** 2
+    return (w * (v.float() - (eps - x0_BTLC).float()) ** 2).mean()
+
+
+def sigma_grid(cfg: FlowConfig, device=None) -> torch.Tensor:
+    """[steps + 1] sigmas from 1 to 0 (see the module doc), time-shifted."""
+    if cfg.sigma_grid == "official":
+        grid = torch.cat([torch.linspace(1.0, 1e-3, cfg.steps, device=device), torch.zeros(1, device=device)])
+    elif cfg.sigma_grid == "linear":
+        grid = torch.linspace(1.0, 0.0, cfg.steps + 1, device=device)
+    else:
+        raise ValueError(f"sigma_grid must be 'official' or 'linear', not {cfg.sigma_grid!r}")
+    return shift_sigma(grid, cfg.time_shift)
 
 
 @torch.no_grad()
@@ -78,13 +106,16 @@ def sample(
     """
     eps = noise(shape_BTLC, cfg.shared_noise, generator, cond_BTNK.device).to(cond_BTNK.dtype)
     x = eps.clone()
-    sigmas = shift_sigma(torch.linspace(1.0, 0.0, cfg.steps + 1, device=cond_BTNK.device), cfg.time_shift)
+    sigmas = sigma_grid(cfg, cond_BTNK.device)
     B = shape_BTLC[0]
     uncond = torch.zeros_like(cond_BTNK)
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        t = torch.full((2 * B,), 1000 * float(s), device=cond_BTNK.device)
-        v_u, v_c = model(torch.cat([x, x]), t, torch.cat([uncond, cond_BTNK])).chunk(2)
-        v = v_u + cfg.guidance * (v_c - v_u)
+    for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        if i == 0 and cfg.zero_first_step:
+            v = torch.zeros_like(x)  # the official sampler's use_zero_init: no model call needed
+        else:
+            t = torch.full((2 * B,), 1000 * float(s), device=cond_BTNK.device)
+            v_u, v_c = model(torch.cat([x, x]), t, torch.cat([uncond, cond_BTNK])).chunk(2)
+            v = v_u + cfg.guidance * (v_c - v_u)
         x = x + (s_next - s) * v
         if known_BTLC is not None:
             x[:, known_T] = (1 - s_next) * known_BTLC[:, known_T] + s_next * eps[:, known_T]
