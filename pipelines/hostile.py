@@ -1,7 +1,7 @@
 """A fuzz corpus of hostile glTF files: `python -m pipelines.hostile --out DIR`.
 
 Every file is broken in exactly one way (everything else is a valid animated tetrahedron from
-`procedural._moving`), and the dataset job must answer each with ONE reject row of a stable
+`bad_assets.moving_asset`), and the dataset job must answer each with ONE reject row of a stable
 (stage, reason) -- never `internal_error` -- without reading outside the asset's folder,
 without allocating what the file merely declares, and without hanging:
 
@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipelines import bad_assets, procedural
+from pipelines import bad_assets
 from pipelines.gltf_write import FLOAT, UINT32, Channel, GltfBuilder, Primitive
 from pipelines.limits import LimitsConfig
 
@@ -176,7 +176,7 @@ def uid_of(rel: str, prefix: str = "") -> str:
 
 
 def _base_glb() -> bytes:
-    return procedural._moving(procedural._TETRA, procedural._TETRA_FACES).to_glb()
+    return bad_assets.moving_asset(bad_assets.TETRA, bad_assets.TETRA_FACES).to_glb()
 
 
 def _base() -> tuple[dict[str, Any], bytearray]:
@@ -188,7 +188,7 @@ def _skinned(joint_value: int = 0) -> GltfBuilder:
     """A tetrahedron skinned to one animated joint node; every vertex names joint `joint_value`."""
     b = GltfBuilder()
     joint = b.add_node(name="joint")
-    prim = Primitive(procedural._TETRA, procedural._TETRA_FACES,
+    prim = Primitive(bad_assets.TETRA, bad_assets.TETRA_FACES,
                      joints=np.full((4, 1), joint_value), weights=np.ones((4, 1)))
     b.add_node(mesh=b.add_mesh([prim]), skin=b.add_skin([joint]))
     b.add_animation([Channel(joint, "translation", np.array([0.0, 1.0]), np.array([[0.0, 0, 0], [0.5, 0.25, 0]]))])
@@ -380,7 +380,7 @@ def _declared_size_cases(ctx: _Ctx) -> dict[str, tuple[bytes, Expected]]:
     # 256 morph targets (accessors with no bufferView) on a POSITION of V elements, V within the
     # vertex and accessor limits and 256 x V twice limits.max_morph_values.
     targets = 256
-    v = max(len(procedural._TETRA), min(
+    v = max(len(bad_assets.TETRA), min(
         x for x in (lim.max_vertices, lim.max_accessor_elements, 2 * ctx.limit("max_morph_values") // targets + 1) if x))
     if targets * v <= lim.max_morph_values:
         raise ValueError("limits leave no room for a morph-target case: raise max_vertices/max_accessor_elements")
@@ -518,9 +518,9 @@ def _structure_cases() -> dict[str, tuple[bytes, Expected]]:
     out["skin_joint_node_missing"] = (edit_glb(_skinned().to_glb(), lambda d, b: d["skins"][0].update(joints=[99])), CORRUPT)
     out["joint_index_out_of_range"] = (_skinned(joint_value=5).to_glb(), CORRUPT)  # a skin of 1 joint
 
-    tetra, faces = procedural._TETRA, procedural._TETRA_FACES
-    out["times_nan"] = (procedural._moving(tetra, faces, times=(0.0, np.nan, 1.0)).to_glb(), CORRUPT)
-    out["times_decreasing"] = (procedural._moving(tetra, faces, times=(0.0, 1.0, 0.5)).to_glb(), CORRUPT)
+    tetra, faces = bad_assets.TETRA, bad_assets.TETRA_FACES
+    out["times_nan"] = (bad_assets.moving_asset(tetra, faces, times=(0.0, np.nan, 1.0)).to_glb(), CORRUPT)
+    out["times_decreasing"] = (bad_assets.moving_asset(tetra, faces, times=(0.0, 1.0, 0.5)).to_glb(), CORRUPT)
 
     # Containers.
     doc, bin_ = split_glb(_base_glb())
