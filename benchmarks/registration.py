@@ -56,12 +56,12 @@ def main(argv: list[str]) -> None:
         t0 = time.process_time()
         reg = registration.register(meshes, masks, cfg.registration)
         cpu = time.process_time() - t0
-        R, t = clip.extrinsics[:3, :3], clip.extrinsics[:3, 3]
         front = registration.front_view(*masks.shape[1:], cfg.registration)
+        R = clip.extrinsics[:3, :3]
         row = {
-            "front": registration.silhouette_ious([(front.apply(v), f) for v, f in meshes], masks, front.intrinsics).mean(),
-            "registered": registration.silhouette_ious([(reg.apply(v), f) for v, f in meshes], masks, reg.intrinsics).mean(),
-            "true_camera": registration.silhouette_ious([(v @ R.T + t, f) for v, f in meshes], masks, clip.intrinsics).mean(),
+            "front": registration.posed_iou(meshes, masks, front.extrinsics(), front.intrinsics),
+            "registered": registration.posed_iou(meshes, masks, reg.extrinsics(), reg.intrinsics),
+            "true_camera": registration.posed_iou(meshes, masks, clip.extrinsics, clip.intrinsics),
             "rotation_error_deg": float(np.degrees(np.arccos(np.clip((np.trace(reg.rotation.T @ R) - 1) / 2, -1, 1)))),
             "cpu_s": cpu,
         }

@@ -261,16 +261,13 @@ def silhouettes(rows: list[dict], frames_THW4: np.ndarray, clip: Clip) -> dict[s
     from pipelines import registration
 
     masks = registration.masks_of(frames_THW4)
-    canonical = [(np.asarray(r["vertices"], np.float64), r["faces"]) for r in rows]
+    canonical = [(r["vertices"], r["faces"]) for r in rows]
     front = registration.front_view(*masks.shape[1:], registration.RegistrationConfig())
-    R, t = clip.extrinsics[:3, :3], clip.extrinsics[:3, 3]
     return {
-        "silhouette_iou_front": float(registration.silhouette_ious(
-            [(front.apply(v), f) for v, f in canonical], masks, front.intrinsics).mean()),
+        "silhouette_iou_front": registration.posed_iou(canonical, masks, front.extrinsics(), front.intrinsics),
         "silhouette_iou_registered": float(np.mean([r["silhouette_iou"] for r in rows]))
         if all("silhouette_iou" in r for r in rows) else math.nan,
-        "silhouette_iou_true_camera": float(registration.silhouette_ious(
-            [(v @ R.T + t, f) for v, f in canonical], masks, clip.intrinsics).mean()),
+        "silhouette_iou_true_camera": registration.posed_iou(canonical, masks, clip.extrinsics, clip.intrinsics),
     }
 
 

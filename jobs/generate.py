@@ -86,7 +86,7 @@ def main(cfg: GenerateJobConfig) -> Path:
     params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution,
               "register": cfg.register, "texture": cfg.texture}
     rows = model.predict(frames, params=params)
-    paths = write_sequence(rows, video_io.read_video(frames), cfg.output.path, cfg.output.fps, cfg.output.preview_size)
+    paths = write_sequence(rows, frames, cfg.output.path, cfg.output.fps, cfg.output.preview_size)
     faces = [len(m["faces"]) for m in rows]
     iou = np.mean([m["silhouette_iou"] for m in rows])
     print(f"generated {len(rows)} meshes ({min(faces)}-{max(faces)} faces) from {where} in {time.time() - t0:.1f} s; "

@@ -165,8 +165,7 @@ def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[di
         meshes = pipeline(torch.from_numpy(np.ascontiguousarray(frames)), generator=g)
     finally:
         pipeline.cfg = cfg
-    return post_process(meshes, frames, registration.RegistrationConfig(**meta.get("registration", {})),
-                        do_register, do_texture)
+    return post_process(meshes, frames, registration.RegistrationConfig(), do_register, do_texture)
 
 
 def post_process(meshes: list[tuple[np.ndarray, np.ndarray]], frames_THW4: np.ndarray, cfg,

@@ -256,6 +256,14 @@ def register(meshes: list[tuple[np.ndarray, np.ndarray]], masks_THW: np.ndarray,
     return Registration(float(s), R, t, pinhole(H, W, cfg.yfov_deg), float(before), float(iou_first), float(iou_seq))
 
 
+def posed_iou(meshes: list[tuple[np.ndarray, np.ndarray]], masks_THW: np.ndarray, extrinsics: np.ndarray,
+              K: np.ndarray) -> float:
+    """Mean over frames of the silhouette IoU of canonical meshes moved into a camera by a [4,4]
+    canonical-to-camera transform (scale in its rotation block) and seen through K."""
+    A, b = np.asarray(extrinsics, np.float64)[:3, :3], np.asarray(extrinsics, np.float64)[:3, 3]
+    return float(silhouette_ious([(np.asarray(v, np.float64) @ A.T + b, f) for v, f in meshes], masks_THW, K).mean())
+
+
 def silhouette_ious(meshes_cam: list[tuple[np.ndarray, np.ndarray]], masks_THW: np.ndarray, K: np.ndarray) -> np.ndarray:
     """[T] IoU of each camera-frame mesh's silhouette (through K) with its mask, at full resolution."""
     H, W = np.asarray(masks_THW).shape[1:]
