@@ -31,16 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = [
     "num_frames=8", "num_surface_points=8192", "num_sharp_points=1024", "num_queries=256",
     "watertight.resolution=64", "sdf.num_volume=2048", "sdf.num_near=4096", "render.resolution=128",
-    "output.rows_per_shard=4", "ray.memory_per_asset_gb=1", "mlflow.enabled=false",
+    "output.rows_per_shard=4", "limits.memory_per_asset_gb=1", "output.log_to_mlflow=false",
 ]
 
 
 def build(address: str, out: Path, assets: int, overrides: list[str]) -> tuple[float, dict]:
     from jobs import build_dataset
     from jobs import config as config_lib
-    from pipelines.config import DatasetConfig
+    from jobs.build_dataset import DatasetJobConfig
 
-    cfg = config_lib.load(DatasetConfig, None, [
+    cfg = config_lib.load(DatasetJobConfig, None, [
         "source.kind=procedural", f"source.count={assets}", f"output.path={out}", f"ray.address={address}",
         *SIZES, *overrides])
     t0 = time.perf_counter()

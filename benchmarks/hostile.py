@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from jobs import build_dataset
 from jobs import config as config_lib
 from pipelines import analytic, hostile
-from pipelines.config import DatasetConfig
+from jobs.build_dataset import DatasetJobConfig
 
 SMALL = hostile.JOB_OVERRIDES
 LIMITS = {**hostile.CORPUS_LIMITS, "timeout_s": hostile.JOB_TIMEOUT_S}
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         corpus = hostile.write_corpus(src / "hostile", LIMITS, max_faces=hostile.BAD_MAX_FACES)
         corpus_s = time.time() - t0
         size = sum(p.stat().st_size for p in (src / "hostile").rglob("*") if p.is_file() and not p.is_symlink())
-        cfg = config_lib.load(DatasetConfig, None, [
-            f"source.path={src}", f"output.path={out}", "mlflow.enabled=false", f"ray.num_cpus={args.num_cpus}",
+        cfg = config_lib.load(DatasetJobConfig, None, [
+            f"source.path={src}", f"output.path={out}", "output.log_to_mlflow=false", f"ray.num_cpus={args.num_cpus}",
             *SMALL, *hostile.job_overrides(LIMITS), *extra,
         ])
         sampler = RssSampler()

@@ -8,7 +8,7 @@ One command, every stage the real job's `main` (so each resumes or skips what it
    with dataset overrides (independent queries) gets its own dataset of the same assets.
 2. base: `jobs.pretrain_base` on the train split: the frozen 3D prior every variant shares.
 3. fine-tune: `jobs.train` once per variant, from that base, each registered as
-   `registered_model`@<variant>. Variants that differ from another only in sampling keys
+   `name`@<variant>. Variants that differ from another only in sampling keys
    (flow.time_shift/steps/guidance) reuse its trained S-T weights, packed with their own spec.
 4. per-frame base baseline: the same base with zero S-T layers (which makes ShapeGen4D exactly
    the per-frame base) and independent noise per frame: what running the 3D model frame by
@@ -18,7 +18,7 @@ One command, every stage the real job's `main` (so each resumes or skips what it
 6. report: <output_path>/ablation.md + ablation.csv (one row per variant: its switches and the
    metrics, the layout of the paper's ablation table), chamfer_over_time.png (mean per-frame
    Chamfer over the clip per variant), ablation.json (everything); all logged to one MLflow
-   run in `mlflow_experiment`.
+   run in `mlflow.experiment`.
 
 Progress is journalled in <output_path>/ablation.json after every stage, keyed by a digest of the
 stage's inputs: a re-run continues where it stopped, and a re-run with a changed config redoes only
@@ -34,21 +34,24 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from jobs import build_dataset, components, evaluate, pretrain_base, registry, tracking, train
 from jobs import config as config_lib
+from jobs.build_dataset import DatasetJobConfig
 from jobs.evaluate import EvaluateConfig
 from jobs.pretrain_base import PretrainConfig
+from jobs.registry import RegistryConfig
+from jobs.runtime import RayConfig, hms
+from jobs.tracking import MlflowConfig
 from jobs.train_config import TrainConfig
 from pipelines.config import DatasetConfig
-from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.ablate")
 JOURNAL = "ablation.json"
 # Keys of the training config that only change sampling: variants differing only here share a run.
-SAMPLING_KEYS = ("flow.time_shift", "flow.steps", "flow.guidance", "sample.")
+SAMPLING_KEYS = ("model.flow.time_shift", "model.flow.steps", "model.flow.guidance", "sample.")
 
 
 @dataclass
@@ -63,10 +66,10 @@ def paper_variants() -> list[Variant]:
     return [
         Variant("full", "ShapeGen4D (full)"),
         Variant("independent-queries", "w/o aligned queries (FPS per frame)", dataset=["queries.mode=independent"]),
-        Variant("independent-noise", "w/o shared noise", train=["flow.shared_noise=false"]),
-        Variant("temporal-only", "1D temporal attention only", train=["model.temporal_only=true"]),
-        Variant("no-image-tokens", "S-T layers w/o image tokens", train=["model.use_image_tokens=false"]),
-        Variant("no-time-shift", "w/o time shift (s = 1)", train=["flow.time_shift=1.0"]),
+        Variant("independent-noise", "w/o shared noise", train=["model.flow.shared_noise=false"]),
+        Variant("temporal-only", "1D temporal attention only", train=["model.st.temporal_only=true"]),
+        Variant("no-image-tokens", "S-T layers w/o image tokens", train=["model.st.use_image_tokens=false"]),
+        Variant("no-time-shift", "w/o time shift (s = 1)", train=["model.flow.time_shift=1.0"]),
     ]
 
 
@@ -74,10 +77,11 @@ def paper_variants() -> list[Variant]:
 class AblateConfig:
     name: str = "shapegen4d-ablation"  # registered model of the variants, run-name prefix, MLflow run name
     output_path: str = "out/ablation"  # datasets/, base/, runs/, eval/ and the table go under it
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else the embedded SQLite store
-    mlflow_experiment: str = "shapegen4d-ablations"
-    # The sub-jobs' own configs; paths, tracking URIs, names and the base they share are set by
-    # this job (DERIVED below): leave those keys at their defaults.
+    # Every sub-job's store (each logs to its own experiment); the table's run goes to `experiment`.
+    mlflow: MlflowConfig = field(default_factory=lambda: MlflowConfig(experiment="shapegen4d-ablations"))
+    ray: RayConfig = field(default_factory=RayConfig)  # every sub-job's Ray
+    # The sub-jobs' own configs. Their paths, tracking store, Ray, names and the base they share are
+    # set by this job (the `*_cfg` functions below): leave those keys at their defaults.
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -89,27 +93,30 @@ class AblateConfig:
 
 # ------------------------------------------------------------------------------- sub-configs
 
-DERIVED = {
-    "dataset": ("output.path", "mlflow.tracking_uri"),
-    "pretrain": ("data_path", "output_path", "tracking_uri", "split"),
-    "finetune": ("data.path", "base.checkpoint", "base.name", "base.seed", "model.size", "condition.model",
-                 "condition.image_size", "run.name", "run.storage_path", "mlflow.tracking_uri",
-                 "mlflow.registered_model", "mlflow.alias"),
-    "evaluation": ("model", "data.path", "output.path", "mlflow.tracking_uri"),
-}
+
+def derived(cfg: AblateConfig) -> dict[str, tuple]:
+    """(given, default) of every sub-config part that the `*_cfg` functions set."""
+    f, p, e = cfg.finetune, cfg.pretrain, cfg.evaluation
+    F, P, E = TrainConfig(), PretrainConfig(), EvaluateConfig()
+    return {
+        "dataset.output.path": (cfg.dataset.output.path, DatasetConfig().output.path),
+        "pretrain.data_path": (p.data_path, P.data_path), "pretrain.split": (p.split, P.split),
+        "pretrain.output_path": (p.output_path, P.output_path), "pretrain.mlflow": (p.mlflow, P.mlflow),
+        "finetune.data.path": (f.data.path, F.data.path), "finetune.model.base": (f.model.base, F.model.base),
+        "finetune.model.condition": (f.model.condition, F.model.condition), "finetune.run.name": (f.run.name, F.run.name),
+        "finetune.run.storage_path": (f.run.storage_path, F.run.storage_path), "finetune.ray": (f.ray, F.ray),
+        "finetune.mlflow": (f.mlflow, F.mlflow), "finetune.registry": (f.registry, F.registry),
+        "evaluation.model": (e.model, E.model), "evaluation.data.path": (e.data.path, E.data.path),
+        "evaluation.output.path": (e.output.path, E.output.path), "evaluation.mlflow": (e.mlflow, E.mlflow),
+    }
 
 
 def check_config(cfg: AblateConfig) -> None:
-    """Derived keys must be left at their defaults; variants must be distinct and nameable."""
-    defaults = {"dataset": DatasetConfig(), "pretrain": PretrainConfig(), "finetune": TrainConfig(),
-                "evaluation": EvaluateConfig()}
-    for section, keys in DERIVED.items():
-        given = config_lib.flatten(config_lib.to_dict(getattr(cfg, section)))
-        default = config_lib.flatten(config_lib.to_dict(defaults[section]))
-        for k in keys:
-            if given[k] != default[k]:
-                raise config_lib.ConfigError(f"{section}.{k} is set by jobs.ablate (from output_path, tracking_uri, "
-                                             f"name and the pretrained base); leave it out of the config")
+    """Derived parts must be left at their defaults; variants must be distinct and nameable."""
+    for key, (given, default) in derived(cfg).items():
+        if given != default:
+            raise config_lib.ConfigError(f"{key} is set by jobs.ablate (from output_path, mlflow, ray, name and the "
+                                         f"pretrained base); leave it out of the config")
     names = [v.name for v in cfg.variants]
     if len(set(names)) != len(names) or "per-frame-base" in names:
         raise config_lib.ConfigError(f"variant names must be unique and not 'per-frame-base': {names}")
@@ -118,23 +125,46 @@ def check_config(cfg: AblateConfig) -> None:
             raise config_lib.ConfigError(f"variant name {v.name!r}: use letters, digits and '-' (it is a registry alias)")
 
 
-def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> tuple[DatasetConfig, str]:
-    """(config, stage key) of one dataset; its folder is named by what it contains."""
-    dcfg = config_lib.apply(cfg.dataset, [f"mlflow.tracking_uri={uri}", *overrides])
-    key = key_of(build_dataset.content_config(dcfg))
+def _store(sub: MlflowConfig, uri: str) -> MlflowConfig:
+    """A sub-job's own experiment, in the ablation's store."""
+    return replace(sub, tracking_uri=uri)
+
+
+def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> tuple[DatasetJobConfig, str]:
+    """(job config, stage key) of one dataset; its folder is named by what it contains."""
+    d = config_lib.apply(cfg.dataset, overrides)
+    key = key_of(build_dataset.content_config(d))
     name = f"{'+'.join(overrides).replace('/', '_') or 'aligned'}-{key}"
-    return config_lib.apply(dcfg, [f"output.path={Path(cfg.output_path).resolve() / 'datasets' / name}"]), name
+    d = replace(d, output=replace(d.output, path=str(Path(cfg.output_path).resolve() / "datasets" / name)))
+    job = DatasetJobConfig(**{f.name: getattr(d, f.name) for f in fields(DatasetConfig)}, ray=cfg.ray)
+    return replace(job, mlflow=_store(job.mlflow, uri)), name
+
+
+def pretrain_cfg(cfg: AblateConfig, uri: str, data_path: str) -> tuple[PretrainConfig, str]:
+    """(config, stage key) of the shared base: named by what it is trained from and how."""
+    p = replace(cfg.pretrain, data_path=data_path, split=cfg.finetune.data.split)
+    key = key_of(p)
+    return replace(p, output_path=str(Path(cfg.output_path).resolve() / f"base-{key}"), mlflow=_store(p.mlflow, uri)), key
 
 
 def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: str, alias: str) -> TrainConfig:
-    p = cfg.pretrain
-    tcfg = config_lib.apply(cfg.finetune, [
-        f"data.path={data_path}", f"base.checkpoint={base}", f"base.name={p.base_name}", f"base.seed={p.seed}",
-        f"model.size={p.size}", f"condition.model={p.condition_model}", f"condition.image_size={p.image_size}",
-        f"run.storage_path={Path(cfg.output_path).resolve() / 'runs'}", f"mlflow.tracking_uri={uri}",
-        f"mlflow.registered_model={cfg.name}", f"mlflow.alias={alias}", *overrides])
+    """The fine-tuning of one variant: the pretrained base and its condition encoder, frozen."""
+    f, p = cfg.finetune, cfg.pretrain.model
+    t = replace(f, data=replace(f.data, path=data_path),
+                model=replace(f.model, base=replace(p.base, checkpoint=base), condition=p.condition),
+                run=replace(f.run, storage_path=str(Path(cfg.output_path).resolve() / "runs")),
+                ray=cfg.ray, mlflow=_store(f.mlflow, uri), registry=RegistryConfig(cfg.name, alias))
+    t = config_lib.apply(t, overrides)
     # One run per distinct training: named by its inputs, so a changed config trains anew.
-    return config_lib.apply(tcfg, [f"run.name={cfg.name}-{key_of(tcfg)}"])
+    return replace(t, run=replace(t.run, name=f"{cfg.name}-{key_of(t)}"))
+
+
+def evaluate_cfg(cfg: AblateConfig, uri: str, model_version: str, data_path: str, row: str) -> tuple[EvaluateConfig, str]:
+    e = cfg.evaluation
+    e = replace(e, model=f"models:/{cfg.name}/{model_version}", data=replace(e.data, path=data_path),
+                mlflow=_store(e.mlflow, uri))
+    key = key_of(e)
+    return replace(e, output=replace(e.output, path=str(Path(cfg.output_path).resolve() / "eval" / f"{row}-{key}"))), key
 
 
 def split_overrides(variant: Variant) -> tuple[list[str], list[str]]:
@@ -151,11 +181,11 @@ def switches(variant: Variant | None, time_shift: float) -> dict:
     d = dict(config_lib.parse_override(a) for a in variant.dataset)
     t = dict(config_lib.parse_override(a) for a in variant.train)
     mark = lambda ok: "yes" if ok else "no"  # noqa: E731
-    attn = "1D temporal" if t.get("model.temporal_only") else "spatio-temporal"
+    attn = "1D temporal" if t.get("model.st.temporal_only") else "spatio-temporal"
     return {"aligned queries": mark(d.get("queries.mode", "aligned") == "aligned"),
-            "shared noise": mark(t.get("flow.shared_noise", True)), "S-T attention": attn,
-            "image tokens": mark(t.get("model.use_image_tokens", True)),
-            "time shift": f"{float(t.get('flow.time_shift', time_shift)):g}"}
+            "shared noise": mark(t.get("model.flow.shared_noise", True)), "S-T attention": attn,
+            "image tokens": mark(t.get("model.st.use_image_tokens", True)),
+            "time shift": f"{float(t.get('model.flow.time_shift', time_shift)):g}"}
 
 
 # ---------------------------------------------------------------------------------- journal
@@ -200,11 +230,11 @@ def _register(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, weights: Pat
     spec = train.make_spec(tcfg, ingest.open_dataset(data_path))
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.pack(Path(tmp) / "model", spec, weights, tcfg.sample, tags)
-        exp_id = None if run_id else tracking.experiment(cfg.mlflow_experiment, mlflow.get_tracking_uri())
+        exp_id = None if run_id else tracking.experiment(cfg.mlflow.experiment, mlflow.get_tracking_uri())
         with mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=None if run_id else f"{cfg.name}-{alias}"):
             if run_id is None:
-                mlflow.set_tags({"shapegen4d.kind": "baseline", "base.checkpoint": tcfg.base.checkpoint})
-            return registry.log_and_register(folder, cfg.name, alias, tags)
+                mlflow.set_tags({"shapegen4d.kind": "baseline", "base.checkpoint": tcfg.model.base.checkpoint})
+            return registry.log_and_register(folder, RegistryConfig(cfg.name, alias), tags)
 
 
 def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
@@ -214,7 +244,7 @@ def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict
 
     from jobs import ingest
 
-    tcfg = config_lib.apply(tcfg, ["flow.shared_noise=false"])
+    tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False)))
     comps = components.build(train.make_spec(tcfg, ingest.open_dataset(data_path)))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / registry.ST_WEIGHTS
@@ -329,7 +359,7 @@ def main(cfg: AblateConfig) -> dict:
     check_config(cfg)
     root = Path(cfg.output_path).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    uri = tracking.tracking_uri(cfg.tracking_uri)
+    uri = tracking.tracking_uri(cfg.mlflow)
     mlflow.set_tracking_uri(uri)
     journal = Journal(root)
     used: dict[str, float] = {}  # stage -> wall seconds, of the stages this config uses
@@ -354,9 +384,7 @@ def main(cfg: AblateConfig) -> dict:
     aligned = datasets[()]
 
     # 2. the frozen base, pretrained on the train split of the aligned dataset.
-    pcfg = config_lib.apply(cfg.pretrain, [f"data_path={aligned}", f"split={cfg.finetune.data.split}"])
-    pkey = key_of(pcfg)
-    pcfg = config_lib.apply(pcfg, [f"output_path={root / f'base-{pkey}'}", f"tracking_uri={uri}"])
+    pcfg, pkey = pretrain_cfg(cfg, uri, aligned)
     base = stage(f"pretrain:{pkey}", lambda: {k: v for k, v in pretrain_base.main(pcfg).items() if k != "sha256"})
 
     # 3. fine-tune each distinct training once; every variant gets its registry alias (sampling-only
@@ -369,7 +397,7 @@ def main(cfg: AblateConfig) -> dict:
         weights, sampling = split_overrides(v)
         tcfg = train_cfg(cfg, uri, weights, data_path, base["output"], alias=f"run-{key_of(v.dataset, weights)}")
         trained = stage(f"train:{tcfg.run.name}", lambda tcfg=tcfg: _train(tcfg))
-        vcfg = config_lib.apply(tcfg, [f"mlflow.alias={v.name}", *sampling])
+        vcfg = config_lib.apply(replace(tcfg, registry=RegistryConfig(cfg.name, v.name)), sampling)
 
         def register(v=v, vcfg=vcfg, trained=trained, data_path=data_path, sampling=sampling):
             if sampling:
@@ -378,19 +406,17 @@ def main(cfg: AblateConfig) -> dict:
             return trained["model"]
 
         models[v.name] = stage(f"model:{v.name}:{key_of(trained['run_id'], sampling)}", register)
-    rows_meta = [(v.name, v.label, switches(v, cfg.finetune.flow.time_shift)) for v in cfg.variants]
+    time_shift = cfg.finetune.model.flow.time_shift
+    rows_meta = [(v.name, v.label, switches(v, time_shift)) for v in cfg.variants]
     if cfg.baseline:
         tcfg = train_cfg(cfg, uri, [], aligned, base["output"], alias="per-frame-base")
         models["per-frame-base"] = stage(f"model:per-frame-base:{key_of(tcfg)}", lambda: per_frame_base(cfg, tcfg, aligned))
-        rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, cfg.finetune.flow.time_shift)))
+        rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, time_shift)))
 
     # 4. evaluate each, pinned to its model version, on the same test clips of the aligned dataset.
     rows = []
     for name, label, sw in rows_meta:
-        ecfg = config_lib.apply(cfg.evaluation, [
-            f"model=models:/{cfg.name}/{models[name]['version']}", f"data.path={aligned}", f"mlflow.tracking_uri={uri}"])
-        ekey = key_of(ecfg)
-        ecfg = config_lib.apply(ecfg, [f"output.path={root / 'eval' / f'{name}-{ekey}'}"])
+        ecfg, ekey = evaluate_cfg(cfg, uri, models[name]["version"], aligned, name)
 
         def run_eval(ecfg=ecfg):
             ev = evaluate.main(ecfg).evaluations[0]
@@ -408,7 +434,7 @@ def main(cfg: AblateConfig) -> dict:
     plot(rows, root / "chamfer_over_time.png", plot_key)
     (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, used, rows)}")
     (root / "ablation.csv").write_text(table_csv)
-    with mlflow.start_run(experiment_id=tracking.experiment(cfg.mlflow_experiment, uri), run_name=cfg.name) as run:
+    with mlflow.start_run(experiment_id=tracking.experiment(cfg.mlflow.experiment, uri), run_name=cfg.name) as run:
         tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
         mlflow.set_tags({"shapegen4d.kind": "ablation", "base.run_id": base["run_id"], "dataset.path": aligned,
                          **{f"model.{r['variant']}": r["model"] for r in rows}})

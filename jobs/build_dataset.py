@@ -7,7 +7,9 @@ source, unwritable output, a different config in the output folder), 2 on a bad 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass, field
 
 from jobs import config as config_lib
 from jobs import runtime, tracking
@@ -17,9 +19,18 @@ from pipelines.config import RUNTIME_KEYS, DatasetConfig
 log = logging.getLogger("shapegen4d.build_dataset")
 
 
+@dataclass
+class DatasetJobConfig(DatasetConfig):
+    """The dataset's config (pipelines/config.py) plus where the job runs and is tracked."""
+
+    ray: runtime.RayConfig = field(default_factory=runtime.RayConfig)
+    mlflow: tracking.MlflowConfig = field(default_factory=lambda: tracking.MlflowConfig(experiment="shapegen4d-datasets"))
+
+
 def content_config(cfg: DatasetConfig) -> dict:
     """The part of the config that decides row contents (what config_digest covers)."""
-    tree = config_lib.to_dict(cfg)
+    full = config_lib.to_dict(cfg)
+    tree = {f.name: full[f.name] for f in dataclasses.fields(DatasetConfig)}  # not the job's ray and mlflow
     for key in RUNTIME_KEYS:
         *parents, leaf = key.split(".")
         node = tree
@@ -29,13 +40,13 @@ def content_config(cfg: DatasetConfig) -> dict:
     return tree
 
 
-def log_to_mlflow(cfg: DatasetConfig, summary: dataset_job.Summary, preview_files: list[str] = ()) -> str:
+def log_to_mlflow(cfg: DatasetJobConfig, summary: dataset_job.Summary, preview_files: list[str] = ()) -> str:
     """Record the build: params, manifest artifact, and the dataset as an MLflow dataset input."""
     import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking.tracking_uri(cfg.mlflow)
     exp_id = tracking.experiment(cfg.mlflow.experiment, uri)
     manifest = summary.manifest
     with mlflow.start_run(experiment_id=exp_id, run_name=f"build-{manifest['name']}") as run:
@@ -87,21 +98,21 @@ def _log_bytes(data: bytes, artifact_path: str) -> None:
         mlflow.log_artifact(path, os.path.dirname(artifact_path))
 
 
-def main(cfg: DatasetConfig) -> dataset_job.Summary:
+def main(cfg: DatasetJobConfig) -> dataset_job.Summary:
     content = content_config(cfg)
     summary = dataset_job.run(cfg, content, config_lib.digest(content),
-                              start_ray=lambda: runtime.init_ray(cfg.ray.address, cfg.ray.num_cpus),
+                              start_ray=lambda: runtime.init_ray(cfg.ray),
                               code=runtime.code_version())
     files = []
     if cfg.preview.enabled:
         files = preview.write(shards.Output(summary.output), cfg.preview)
         log.info("preview: %s/%s", summary.output, preview.PREVIEW + "/report.html")
-    if cfg.mlflow.enabled:
+    if cfg.output.log_to_mlflow:
         run_id = log_to_mlflow(cfg, summary, files)
-        log.info("MLflow run %s (%s)", run_id, tracking.tracking_uri(cfg.mlflow.tracking_uri))
+        log.info("MLflow run %s (%s)", run_id, tracking.tracking_uri(cfg.mlflow))
     print(summary.text(), flush=True)
     return summary
 
 
 if __name__ == "__main__":
-    config_lib.run_job(main, DatasetConfig, __doc__)
+    config_lib.run_job(main, DatasetJobConfig, __doc__)

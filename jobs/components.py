@@ -1,23 +1,25 @@
-"""The networks a job needs, built from a `Spec`: frozen base (VAE + DiT), DINOv2 condition, ShapeGen4D.
+"""The networks a job needs, built from a `ModelConfig`: frozen base (VAE + DiT), DINOv2 condition, ShapeGen4D.
 
 The training workers, the registered MLflow model and the generate job all build their
-networks here, from the same small JSON-able spec, so a model logged by training loads into
+networks here, from the same typed config (JSON in a packed model), so a model logged by training loads into
 exactly the network it was trained as. Random-init pieces (tests, demos) are seeded, so every
 worker builds identical weights without any file; a logged model ships those weights instead.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from model import build_base, flow
-from model.base import Base
+from jobs import config as config_lib
+from model import build_base
+from model.base import Base, BaseConfig
 from model.checkpoint import FILES, load_base
-from model.condition import ConditionConfig as ModelConditionConfig
-from model.condition import ImageConditioner
+from model.condition import ConditionConfig, ImageConditioner
+from model.flow import FlowConfig
 from model.shapegen4d import ShapeGen4D, ShapeGen4DConfig
 from model.st_layer import STConfig
 
@@ -25,23 +27,28 @@ TINY_DINO = "tiny-random"
 
 
 @dataclass
-class Spec:
-    """Everything that decides the network (not how it is trained)."""
+class ModelConfig:
+    """Everything that decides the network, not how it is trained: the `model` section of the
+    training and pretraining configs, and what a packed model stores (shapegen4d.json "spec").
+    Each part is the model's own config dataclass; nothing is copied between them."""
 
-    base_name: str = "step1x3d"
-    size: str = "full"
-    base_checkpoint: str = ""  # release folder; "" = seeded random init
-    base_seed: int = 0
-    condition_model: str = "facebook/dinov2-with-registers-large"
-    image_size: int = 518
-    use_image_tokens: bool = True
-    temporal_only: bool = False
-    num_latents: int = 1024  # uniform + sharp queries of the training data
-    flow: dict = field(default_factory=lambda: asdict(flow.FlowConfig()))
+    base: BaseConfig = field(default_factory=BaseConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    st: STConfig = field(default_factory=STConfig)  # the S-T layers (pretraining builds none)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    num_latents: int = 0  # shape latents per frame; 0 = the training data's (uniform + sharp queries)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Spec":
-        return cls(**d)
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Strict, as a job config; also reads the flat spec of models packed before this layout."""
+        if "base_name" in d:
+            d = {"base": {"name": d["base_name"], "size": d["size"], "checkpoint": d["base_checkpoint"], "seed": d["base_seed"]},
+                 # Those models saw frames padded and resized bilinearly, not recentred.
+                 "condition": {"model": d["condition_model"], "image_size": d["image_size"], "recenter": False,
+                               "resize": "bilinear"},
+                 "st": {"use_image_tokens": d["use_image_tokens"], "temporal_only": d["temporal_only"]},
+                 "flow": d["flow"], "num_latents": d["num_latents"]}
+        return config_lib.from_dict(cls, d)
 
 
 @dataclass
@@ -51,10 +58,10 @@ class Components:
     model: ShapeGen4D
 
 
-def random_base(spec: Spec) -> Base:
+def random_base(cfg: BaseConfig) -> Base:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.base_seed)
-        return build_base(spec.base_name, spec.size)
+        torch.manual_seed(cfg.seed)
+        return build_base(cfg.name, cfg.size)
 
 
 def is_uri(ref: str) -> bool:
@@ -81,9 +88,9 @@ def fetch_folder(ref: str) -> Path:
     return _FETCHED[ref]
 
 
-def base_for(spec: Spec) -> Base:
-    base = (load_base(build_base(spec.base_name, spec.size), str(fetch_folder(spec.base_checkpoint)))
-            if spec.base_checkpoint else random_base(spec))
+def base_for(cfg: BaseConfig) -> Base:
+    base = (load_base(build_base(cfg.name, cfg.size), str(fetch_folder(cfg.checkpoint)))
+            if cfg.checkpoint else random_base(cfg))
     base.vae.eval().requires_grad_(False)
     return base
 
@@ -100,26 +107,23 @@ def tiny_dino(width: int, image_size: int, seed: int):
         return Dinov2WithRegistersModel(cfg)
 
 
-def conditioner_for(spec: Spec, width: int, folder: str | None = None) -> ImageConditioner:
-    """`folder` overrides the spec's model (a logged model's own copy of its condition weights)."""
-    model = folder or (str(fetch_folder(spec.condition_model)) if is_uri(spec.condition_model) else spec.condition_model)
-    cfg = ModelConditionConfig(model=model, image_size=spec.image_size)
-    if folder is None and spec.condition_model == TINY_DINO:
-        return ImageConditioner(tiny_dino(width, spec.image_size, spec.base_seed), cfg)
-    return ImageConditioner.from_pretrained(cfg)
+def conditioner_for(cfg: ConditionConfig, width: int, seed: int, folder: str | None = None) -> ImageConditioner:
+    """`folder` overrides the config's model (a logged model's own copy of its condition weights);
+    `seed` is the base's, of the tiny random encoder."""
+    if folder is None and cfg.model == TINY_DINO:
+        return ImageConditioner(tiny_dino(width, cfg.image_size, seed), cfg)
+    model = folder or (str(fetch_folder(cfg.model)) if is_uri(cfg.model) else cfg.model)
+    return ImageConditioner.from_pretrained(dataclasses.replace(cfg, model=model))
 
 
-def build(spec: Spec, device: torch.device | str = "cpu", condition_folder: str | None = None,
+def build(cfg: ModelConfig, device: torch.device | str = "cpu", condition_folder: str | None = None,
           base: Base | None = None) -> Components:
-    base = base or base_for(spec)
-    dit_cfg = base.dit.cfg
-    st = STConfig(width=dit_cfg.width, heads=dit_cfg.heads, mlp_ratio=dit_cfg.mlp_ratio,
-                  use_image_tokens=spec.use_image_tokens, temporal_only=spec.temporal_only)
+    base = base or base_for(cfg.base)
     # S-T layers are seeded too: every data-parallel worker must start from the same weights.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.base_seed + 1)
-        model = ShapeGen4D(base.dit, ShapeGen4DConfig(st))
-    cond = conditioner_for(spec, dit_cfg.cross_attention_dim, condition_folder)
+        torch.manual_seed(cfg.base.seed + 1)
+        model = ShapeGen4D(base.dit, ShapeGen4DConfig(cfg.st))
+    cond = conditioner_for(cfg.condition, base.dit.cfg.cross_attention_dim, cfg.base.seed, condition_folder)
     base.vae.to(device)
     return Components(base, cond.to(device), model.to(device))
 
@@ -158,16 +162,16 @@ def reference(ref: str, files: list[str] | None = None) -> dict:
     return {"uri": uri, "sha256": {rel: file_sha256(folder / rel) for rel in files}}
 
 
-def base_reference(spec: Spec) -> dict:
+def base_reference(cfg: BaseConfig) -> dict:
     """The base of a logged model: seeded random init (shipped inside the model), or a reference."""
-    if not spec.base_checkpoint:
-        return {"random_init": True, "seed": spec.base_seed}
-    return {"random_init": False, **reference(spec.base_checkpoint, list(FILES.values()))}
+    if not cfg.checkpoint:
+        return {"random_init": True, "seed": cfg.seed}
+    return {"random_init": False, **reference(cfg.checkpoint, list(FILES.values()))}
 
 
-def condition_reference(spec: Spec) -> dict | None:
+def condition_reference(cfg: ConditionConfig) -> dict | None:
     """The condition encoder when it is a folder or URI (not a hub id, not the shipped tiny one)."""
-    cm = spec.condition_model
+    cm = cfg.model
     if cm == TINY_DINO or not (is_uri(cm) or Path(cm).is_dir()):
         return None
     return reference(cm)

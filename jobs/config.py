@@ -190,7 +190,16 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def key_comments(cls: type, prefix: str = "") -> dict[str, str]:
     """{dotted key: its comment in the dataclass source} for a config tree: the comment at the end
     of a field's line, else the comment lines right above it. What `--help` shows beside each key,
-    so the explanation lives in one place, next to the field."""
+    so the explanation lives in one place, next to the field. Inherited fields (a job config that
+    extends a library's) keep the comments of the class that defines them."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            out.update(_own_key_comments(klass, prefix))
+    return out
+
+
+def _own_key_comments(cls: type, prefix: str) -> dict[str, str]:
     import ast
     import inspect
     import io

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jobs import build_dataset, generate, tracking, train
 from jobs import config as config_lib
+from jobs.build_dataset import DatasetJobConfig
 from jobs.train_config import TrainConfig
-from pipelines.config import DatasetConfig
 
 log = logging.getLogger("shapegen4d.demo")
 
@@ -29,24 +29,26 @@ class DemoConfig:
     dataset_overrides: list[str] = field(default_factory=list)  # e.g. [watertight.resolution=64]
     train_overrides: list[str] = field(default_factory=list)  # e.g. [train.steps=4]
     video_split: str = "val"  # the generated sequence reproduces a clip of this split
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db
+    mlflow: tracking.MlflowConfig = field(default_factory=tracking.MlflowConfig)  # the store of all three steps
 
 
 def main(cfg: DemoConfig) -> dict:
     t0 = time.time()
     out = Path(cfg.out)
-    uri = tracking.tracking_uri(cfg.tracking_uri)
-    ds_cfg = config_lib.load(DatasetConfig, cfg.dataset_config,
-                             [f"output.path={out / 'dataset'}", f"mlflow.tracking_uri={uri}", *cfg.dataset_overrides])
+    uri = tracking.tracking_uri(cfg.mlflow)
+    # Paths and the store come from `out` and `mlflow`; the overrides change anything else.
+    ds_cfg = config_lib.load(DatasetJobConfig, cfg.dataset_config, cfg.dataset_overrides)
+    ds_cfg = replace(ds_cfg, output=replace(ds_cfg.output, path=str(out / "dataset")),
+                     mlflow=replace(ds_cfg.mlflow, tracking_uri=uri))
     dataset = build_dataset.main(ds_cfg)
     t_ds = time.time()
-    tr_cfg = config_lib.load(TrainConfig, cfg.train_config,
-                             [f"data.path={dataset.output}", f"run.storage_path={out / 'runs'}",
-                              f"mlflow.tracking_uri={uri}", *cfg.train_overrides])
+    tr_cfg = config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides)
+    tr_cfg = replace(tr_cfg, data=replace(tr_cfg.data, path=dataset.output),
+                     run=replace(tr_cfg.run, storage_path=str(out / "runs")), mlflow=replace(tr_cfg.mlflow, tracking_uri=uri))
     trained = train.main(tr_cfg)
     t_train = time.time()
     model_uri = trained.model.get("registered_uri", trained.model["model_uri"])
-    gen_cfg = generate.GenerateJobConfig(model=model_uri, tracking_uri=uri,
+    gen_cfg = generate.GenerateJobConfig(model=model_uri, mlflow=tracking.MlflowConfig(tracking_uri=uri),
                                          video=generate.VideoConfig(dataset=dataset.output, split=cfg.video_split),
                                          output=generate.OutputConfig(path=str(out / "generated")))
     glb = generate.main(gen_cfg)

@@ -118,12 +118,6 @@ class EvalOutputConfig:
 
 
 @dataclass
-class EvalMlflowConfig:
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else the embedded SQLite store
-    experiment: str = "shapegen4d-evaluations"
-
-
-@dataclass
 class EvaluateConfig:
     model: str = "models:/shapegen4d@candidate"  # models:/name@alias, models:/name/<version>, or any MLflow model URI
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
@@ -136,7 +130,7 @@ class EvaluateConfig:
     mesh_resolution: int = 0  # 0 = the model's default
     metrics: MetricConfig = field(default_factory=MetricConfig)
     output: EvalOutputConfig = field(default_factory=EvalOutputConfig)
-    mlflow: EvalMlflowConfig = field(default_factory=EvalMlflowConfig)
+    mlflow: tracking.MlflowConfig = field(default_factory=lambda: tracking.MlflowConfig(experiment="shapegen4d-evaluations"))
     promote: bool = False
     champion_alias: str = "champion"
     promote_metric: str = "chamfer_aligned"
@@ -610,7 +604,7 @@ def main(cfg: EvaluateConfig) -> Result:
     if not clips:
         raise EvaluationError(f"split {cfg.split!r} of {info.uri} has no rows (splits: {info.manifest.get('splits')})")
     proto, proto_digest = protocol(cfg, info.digest, clips)
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking.tracking_uri(cfg.mlflow)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     cand = resolve_model(cfg.model, client)

@@ -45,7 +45,7 @@ class OutputConfig:
 @dataclass
 class GenerateJobConfig:
     model: str = "models:/shapegen4d@candidate"  # any MLflow model URI (models:/, runs:/, a local folder)
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else the embedded SQLite store
+    mlflow: tracking.MlflowConfig = field(default_factory=tracking.MlflowConfig)  # the registry's store (generate logs no run)
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
@@ -80,7 +80,7 @@ def main(cfg: GenerateJobConfig) -> Path:
 
     t0 = time.time()
     frames, where = read_frames(cfg.video)
-    mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking_uri))
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg.mlflow))
     model = mlflow.pyfunc.load_model(cfg.model)
     log.info("loaded %s; generating from %s", cfg.model, where)
     params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution,

@@ -5,7 +5,7 @@ trains its own frozen prior, as the paper's base was trained: (1) the VecSet VAE
 frames of the shards (SDF regression on the uniform + near-surface samples, KL), then (2) the
 base DiT on single frames (flow matching on the VAE's latents, DINOv2 condition of the frame's
 rendered view). The result is written in the release layout that `build_base` + the loader
-read (`base.checkpoint=<output.path>` in the training job), logged to MLflow and registered as a
+read (`model.base.checkpoint=<output.path>` in the training job), logged to MLflow and registered as a
 base model. Each phase checkpoints every `checkpoint_every` steps and a re-run resumes it;
 a finished phase is skipped. Exit status: 0 done, 1 could not run, 2 bad config key.
 """
@@ -24,7 +24,12 @@ import torch
 
 from jobs import components, ingest, tracking
 from jobs import config as config_lib
+from jobs.registry import RegistryConfig
+from jobs.tracking import MlflowConfig
 from model import build_base, flow
+from model.base import BaseConfig
+from model.condition import ConditionConfig
+from model.st_layer import STConfig
 from model.checkpoint import load_base, save_base
 from model.fit import base_as_clip_model, vae_loss
 from jobs.runtime import hms
@@ -41,6 +46,12 @@ class PhaseConfig:
     checkpoint_every: int = 200
 
 
+def tiny_model() -> components.ModelConfig:
+    """The small-scale base: tiny widths, a seeded tiny DINOv2 at 56 px."""
+    return components.ModelConfig(base=BaseConfig(size="tiny"),
+                                  condition=ConditionConfig(model=components.TINY_DINO, image_size=56))
+
+
 @dataclass
 class PretrainConfig:
     data_path: str = "out/dataset"
@@ -48,23 +59,21 @@ class PretrainConfig:
     # Check every shard's sha256 against manifest.json before reading (a changed shard is an
     # error naming it); false for trusted stores: skips hashing every shard at start-up.
     verify_sha256: bool = True
-    base_name: str = "step1x3d"
-    size: str = "tiny"
-    condition_model: str = components.TINY_DINO
-    image_size: int = 56
+    # The base to train (model.base: name, size, seed; its checkpoint stays "") and the condition
+    # encoder it reads; model.flow is the base's flow-matching loss. No S-T layers are built here.
+    model: components.ModelConfig = field(default_factory=tiny_model)
     num_surface_points: int = 2048  # per frame, seeded subset
     num_sdf_points: int = 4096  # per frame, half uniform volume / half near-surface
     kl_weight: float = 1e-3
     vae: PhaseConfig = field(default_factory=PhaseConfig)
     dit: PhaseConfig = field(default_factory=PhaseConfig)
-    flow: flow.FlowConfig = field(default_factory=flow.FlowConfig)
     output_path: str = "out/base-tiny"
-    seed: int = 0
+    seed: int = 0  # of the batches and the flow noise (the weights' init is model.base.seed)
     device: str = ""  # "" = cuda when available
     log_every: int = 50
-    tracking_uri: str = ""
-    experiment: str = "shapegen4d-bases"
-    registered_model: str = "shapegen4d-base"  # "" = log without registering
+    mlflow: MlflowConfig = field(default_factory=lambda: MlflowConfig(experiment="shapegen4d-bases"))
+    # A base is registered as a version of this model (no alias: a base is pinned by version).
+    registry: RegistryConfig = field(default_factory=lambda: RegistryConfig(name="shapegen4d-base", alias=""))
 
 
 @dataclass
@@ -167,19 +176,21 @@ class Phase:
         return {"first": first, "last": last} if last else {}
 
 
-def register(name: str, run_info, digest: str) -> str:
+def register(registry: RegistryConfig, run_info, digest: str) -> str:
     """A model version whose files are the release-layout folder (not a pyfunc: bases are inputs
     to training, loaded with build_base + load_base after `mlflow.artifacts.download_artifacts`)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client, name = MlflowClient(), registry.name
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="ShapeGen4D frozen 3D bases in the Step1X-3D release layout")
     mv = client.create_model_version(name, source=f"{run_info.artifact_uri}/base", run_id=run_info.run_id,
                                      tags={"dataset.digest": digest})
+    if registry.alias:
+        client.set_registered_model_alias(name, registry.alias, mv.version)
     return f"models:/{name}/{mv.version}"
 
 
@@ -187,6 +198,9 @@ def main(cfg: PretrainConfig) -> dict:
     import mlflow
 
     t0 = time.time()
+    if cfg.model.base.checkpoint or cfg.model.st != STConfig() or cfg.model.num_latents:
+        raise config_lib.ConfigError("jobs.pretrain_base trains a base from scratch and builds no S-T layers: "
+                                     "model.base.checkpoint, model.st and model.num_latents are the fine-tuning's")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = ingest.open_dataset(cfg.data_path)
     # load_frames reads every shard.
@@ -195,18 +209,17 @@ def main(cfg: PretrainConfig) -> dict:
     out = Path(cfg.output_path)
     work = out.with_name(out.name + ".pretrain-state")  # optimizer states, beside the release folder
     log.info("%d frames of %s (%s split) -> %s on %s", frames.count, info.uri, cfg.split, out, device)
-    spec = components.Spec(base_name=cfg.base_name, size=cfg.size, base_seed=cfg.seed,
-                           condition_model=cfg.condition_model, image_size=cfg.image_size)
-    base = components.random_base(spec)
+    m = cfg.model
+    base = components.random_base(m.base)
     vae, dit = base.vae.to(device), base.dit.to(device)
-    conditioner = components.conditioner_for(spec, dit.cfg.cross_attention_dim).to(device)
+    conditioner = components.conditioner_for(m.condition, dit.cfg.cross_attention_dim, m.base.seed).to(device)
     rng = np.random.default_rng(cfg.seed)
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
 
-    uri = tracking.tracking_uri(cfg.tracking_uri)
-    exp_id = tracking.experiment(cfg.experiment, uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"pretrain-{cfg.size}") as run:
+    uri = tracking.tracking_uri(cfg.mlflow)
+    exp_id = tracking.experiment(cfg.mlflow.experiment, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"pretrain-{m.base.size}") as run:
         tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
         mlflow.set_tags({"shapegen4d.kind": "base", "dataset.digest": info.digest, "dataset.path": info.uri})
         sink = lambda m, step: mlflow.log_metrics(m, step=step)  # noqa: E731
@@ -229,26 +242,28 @@ def main(cfg: PretrainConfig) -> dict:
             scale = float(1.0 / means.std().clamp_min(1e-6))
             vae.cfg = dataclasses.replace(vae.cfg, z_scale_factor=scale)
             x0 = means * scale
-            cond = torch.cat([conditioner(torch.from_numpy(frames.images[i:i + 64])) for i in range(0, frames.count, 64)])
+            # clip_len=1: the base learns single frames, each recentred by its own box (as the official loader does).
+            cond = torch.cat([conditioner(torch.from_numpy(frames.images[i:i + 64]), clip_len=1)
+                              for i in range(0, frames.count, 64)])
         model = base_as_clip_model(dit)
 
         def dit_step(step: int):
             i = torch.from_numpy(rng.integers(0, frames.count, cfg.dit.batch_frames)).to(device)
-            return flow.loss(model, x0[i][:, None], cond[i][:, None], cfg.flow, generator=g), {}
+            return flow.loss(model, x0[i][:, None], cond[i][:, None], m.flow, generator=g), {}
 
         dit_metrics = Phase("dit", dit, cfg.dit, work).run(dit_step, cfg.log_every, sink)
         save_base(base, out)
-        check = load_base(build_base(cfg.base_name, cfg.size), out)  # what consumers will load
+        check = load_base(build_base(m.base.name, m.base.size), out)  # what consumers will load
         assert check.vae.cfg.z_scale_factor == scale
         for sub in ("vae", "transformer"):
             mlflow.log_artifacts(str(out / sub), artifact_path=f"base/{sub}")
         result = {"output": str(out.resolve()), "run_id": run.info.run_id, "frames": frames.count,
                   "z_scale_factor": scale, "vae": vae_metrics, "dit": dit_metrics, "wall_s": time.time() - t0,
-                  "sha256": components.base_reference(components.Spec(base_checkpoint=str(out)))["sha256"]}
+                  "sha256": components.base_reference(BaseConfig(checkpoint=str(out)))["sha256"]}
         mlflow.log_metrics({"wall_s": result["wall_s"], "z_scale_factor": scale})
         mlflow.log_dict(result, "result.json")
-        if cfg.registered_model:
-            result["registered"] = register(cfg.registered_model, run.info, info.digest)
+        if cfg.registry.name:
+            result["registered"] = register(cfg.registry, run.info, info.digest)
     print(json.dumps(result, indent=2), flush=True)
     return result
 

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from jobs import components
-from jobs.train_config import SampleConfig
 
 REPO = Path(__file__).resolve().parents[1]
 META = "shapegen4d.json"
@@ -49,20 +48,40 @@ except ImportError:  # model-only installs can still import the packing helpers
     _PythonModel = object
 
 
-def pack(folder: Path, spec: components.Spec, st_weights: Path, sample: SampleConfig, extra: dict) -> Path:
+@dataclass
+class RegistryConfig:
+    """Where a job registers what it trains."""
+
+    name: str = "shapegen4d"  # registered model; "" = log the model without registering it
+    alias: str = "candidate"  # pointed at the new version ("" = none)
+
+
+@dataclass
+class SampleConfig:
+    """What the registered model's predict() uses by default (overridable per call)."""
+
+    steps: int = 30
+    guidance: float = 7.5
+    window: int = 16
+    overlap: int = 4
+    mesh_resolution: int = 256
+    seed: int = 0
+
+
+def pack(folder: Path, spec: components.ModelConfig, st_weights: Path, sample: SampleConfig, extra: dict) -> Path:
     """Lay out a model folder: weights, spec, base reference, and random-init weights if any."""
     from model.checkpoint import save_base
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(st_weights, folder / ST_WEIGHTS)
-    ref = components.base_reference(spec)
+    ref = components.base_reference(spec.base)
     if ref["random_init"]:
-        save_base(components.random_base(spec), folder / "base")
-    if spec.condition_model == components.TINY_DINO:
-        width = components.random_base(spec).dit.cfg.cross_attention_dim
-        components.conditioner_for(spec, width).encoder.save_pretrained(folder / "condition")
+        save_base(components.random_base(spec.base), folder / "base")
+    if spec.condition.model == components.TINY_DINO:
+        width = components.random_base(spec.base).dit.cfg.cross_attention_dim
+        components.conditioner_for(spec.condition, width, spec.base.seed).encoder.save_pretrained(folder / "condition")
     meta = {"spec": asdict(spec), "sample": asdict(sample), "base": ref,
-            "condition": components.condition_reference(spec), **extra}
+            "condition": components.condition_reference(spec.condition), **extra}
     (folder / META).write_text(json.dumps(meta, indent=2))
     return folder
 
@@ -96,26 +115,25 @@ def load_pipeline(folder: Path, device: str | None = None, base_uri: str | None 
     import torch
     from safetensors.torch import load_file
 
-    from model import flow
     from model.checkpoint import load_strict
     from model.generate import GenerateConfig, VideoTo4D
     from model.mesh import MeshConfig
 
     folder = Path(folder)
     meta = json.loads((folder / META).read_text())
-    spec = components.Spec.from_dict(meta["spec"])
+    spec = components.ModelConfig.from_dict(meta["spec"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ref = meta["base"]
     # A random-init base ships inside the model folder; a real one loads from its verified folder.
     base_folder = folder / "base" if ref["random_init"] else _verified("base", ref, base_uri, BASE_URI_ENV)
-    base = components.base_for(dataclasses.replace(spec, base_checkpoint=str(base_folder)))
+    base = components.base_for(dataclasses.replace(spec.base, checkpoint=str(base_folder)))
     cref = meta.get("condition")
     cond_folder = _verified("condition", cref, condition_uri, CONDITION_URI_ENV) if cref else folder / "condition"
     comps = components.build(spec, device, condition_folder=str(cond_folder) if cond_folder.is_dir() else None, base=base)
     load_strict(comps.model.st_layers, load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
     comps.model.to(device)
     sample = SampleConfig(**meta["sample"])
-    fcfg = flow.FlowConfig(**{**spec.flow, "steps": sample.steps, "guidance": sample.guidance})
+    fcfg = dataclasses.replace(spec.flow, steps=sample.steps, guidance=sample.guidance)
     gcfg = GenerateConfig(num_latents=spec.num_latents, window=sample.window, overlap=sample.overlap, flow=fcfg,
                           mesh=MeshConfig(resolution=sample.mesh_resolution))
     return VideoTo4D(comps.conditioner, comps.model, comps.base.vae, gcfg), meta
@@ -217,8 +235,8 @@ def input_example() -> tuple[np.ndarray, dict]:
     return np.stack([frame, frame]), {"seed": 0, "steps": 1, "mesh_resolution": 16}
 
 
-def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict) -> dict:
-    """Log the packed folder as a pyfunc in the active run; register it and point `alias` at it."""
+def log_and_register(folder: Path, registry: RegistryConfig, tags: dict) -> dict:
+    """Log the packed folder as a pyfunc in the active run; register it and point the alias at it."""
     import mlflow
     import safetensors
     import skimage
@@ -238,16 +256,18 @@ def log_and_register(folder: Path, registered_model: str, alias: str, tags: dict
         signature=signature(),
         input_example=input_example(),
         pip_requirements=reqs,
-        registered_model_name=registered_model or None,
+        registered_model_name=registry.name or None,
     )
     out = {"model_uri": info.model_uri}
-    if registered_model:
+    if registry.name:
         version = str(info.registered_model_version)
         client = MlflowClient()
         for k, v in tags.items():
-            client.set_model_version_tag(registered_model, version, k, str(v))
-        client.set_registered_model_alias(registered_model, alias, version)
-        out.update({"version": version, "registered_uri": f"models:/{registered_model}@{alias}"})
+            client.set_model_version_tag(registry.name, version, k, str(v))
+        out.update({"version": version, "registered_uri": f"models:/{registry.name}/{version}"})
+        if registry.alias:
+            client.set_registered_model_alias(registry.name, registry.alias, version)
+            out["registered_uri"] = f"models:/{registry.name}@{registry.alias}"
     return out
 
 

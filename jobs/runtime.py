@@ -3,24 +3,33 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def init_ray(address: str, num_cpus: int = 0) -> None:
-    """Join `address` (a cluster) or start a local Ray instance of `num_cpus` (0 = all cores)."""
+@dataclass
+class RayConfig:
+    """The `ray` section of every job that runs on Ray."""
+
+    address: str = ""  # "" = start a local Ray instance; "auto" joins the cluster of `ray job submit`, or ray://host:port
+    num_cpus: int = 0  # local instance only; 0 = all cores
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Join the cluster at `cfg.address`, or start a local Ray instance of `cfg.num_cpus`."""
     import ray
 
     if ray.is_initialized():
         return
-    if address:
+    if cfg.address:
         # On a cluster the code travels with `ray job submit --working-dir .` (see infra/).
-        ray.init(address=address)
+        ray.init(address=cfg.address)
         return
     # Local workers must import this checkout even when it is not pip-installed.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
+    ray.init(num_cpus=cfg.num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False)
 
 
 def code_version() -> dict:

@@ -3,13 +3,22 @@ location, and params that fit MLflow's limits."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def tracking_uri(configured: str) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else the embedded default: SQLite under ./mlruns."""
-    if configured:
-        return configured
+@dataclass
+class MlflowConfig:
+    """The `mlflow` section of every job: which store, and the experiment its runs go to."""
+
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db
+    experiment: str = ""  # where this job's runs go (each job has its own default)
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """The section's URI, else $MLFLOW_TRACKING_URI, else the embedded default: SQLite under ./mlruns."""
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     root = Path("mlruns").resolve()

@@ -3,8 +3,8 @@
 Ray Train TorchTrainer + DeepSpeed (jobs/train_loop.py) over the shards of a build_dataset
 output, tracked in MLflow: flattened config params, git revision, the dataset as a `training`
 input whose digest is the manifest's (linked to the run that built it), metrics from rank 0,
-and at the end the model as a pyfunc registered under `mlflow.registered_model` with alias
-`mlflow.alias`. Re-running with the same run.name + run.storage_path resumes from the latest
+and at the end the model as a pyfunc registered under `registry.name` with alias
+`registry.alias`. Re-running with the same run.name + run.storage_path resumes from the latest
 checkpoint and continues the same MLflow run. Exit status: 0 done, 1 could not run, 2 bad config key.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from jobs import components, ingest, registry, runtime, tracking, train_loop
@@ -49,13 +49,12 @@ def storage_path(cfg: TrainConfig) -> str:
     return p if "://" in p else str(Path(p).expanduser().resolve())
 
 
-def make_spec(cfg: TrainConfig, data: ingest.DatasetInfo) -> components.Spec:
-    return components.Spec(
-        base_name=cfg.base.name, size=cfg.model.size, base_checkpoint=cfg.base.checkpoint, base_seed=cfg.base.seed,
-        condition_model=cfg.condition.model, image_size=cfg.condition.image_size,
-        use_image_tokens=cfg.model.use_image_tokens, temporal_only=cfg.model.temporal_only,
-        num_latents=data.num_latents, flow=asdict(cfg.flow),
-    )
+def make_spec(cfg: TrainConfig, data: ingest.DatasetInfo) -> components.ModelConfig:
+    """The model section with the data's latent count (which a set `model.num_latents` must match)."""
+    if cfg.model.num_latents not in (0, data.num_latents):
+        raise ValueError(f"model.num_latents={cfg.model.num_latents} but {data.uri} has {data.num_latents} queries per "
+                         "frame (uniform + sharp): leave it at 0 (= the data's)")
+    return replace(cfg.model, num_latents=data.num_latents)
 
 
 def check(cfg: TrainConfig, data: ingest.DatasetInfo) -> None:
@@ -66,8 +65,9 @@ def check(cfg: TrainConfig, data: ingest.DatasetInfo) -> None:
     if rows < need:
         raise ValueError(f"split {cfg.data.split!r} of {data.uri} has {rows} clip(s); {cfg.scaling.num_workers} "
                          f"workers x micro_batch_size {cfg.train.micro_batch_size} need at least {need}")
-    if cfg.base.checkpoint and not components.is_uri(cfg.base.checkpoint) and not Path(cfg.base.checkpoint).is_dir():
-        raise FileNotFoundError(f"base.checkpoint {cfg.base.checkpoint} is neither a folder nor a URI (models:/..., s3://...)")
+    ckpt = cfg.model.base.checkpoint
+    if ckpt and not components.is_uri(ckpt) and not Path(ckpt).is_dir():
+        raise FileNotFoundError(f"model.base.checkpoint {ckpt} is neither a folder nor a URI (models:/..., s3://...)")
     if cfg.train.checkpoint_every <= 0 or cfg.train.steps <= 0:
         raise ValueError("train.steps and train.checkpoint_every must be positive")
 
@@ -104,19 +104,19 @@ def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> Non
     from mlflow.data.meta_dataset import MetaDataset
 
     build_runs = []
-    ds_exp = mlflow.get_experiment_by_name(cfg.mlflow.dataset_experiment)
+    ds_exp = mlflow.get_experiment_by_name(cfg.data.build_experiment)
     if ds_exp is not None:
         build_runs = mlflow.search_runs([ds_exp.experiment_id], filter_string=f"tags.`dataset.digest` = '{data.digest}'",
                                         order_by=["attributes.start_time DESC"], output_format="list")
     if not build_runs:
         log.warning("no MLflow run in experiment %r built dataset %s: lineage stops at the manifest",
-                    cfg.mlflow.dataset_experiment, data.digest)
+                    cfg.data.build_experiment, data.digest)
     tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
     mlflow.set_tags({
         "shapegen4d.kind": "training",
         "train.run_key": run_key,
         "code.git": runtime.code_version()["git"],
-        "base.random_init": str(not cfg.base.checkpoint).lower(),
+        "base.random_init": str(not cfg.model.base.checkpoint).lower(),
         "dataset.digest": data.digest,
         "dataset.path": data.uri,
         "dataset.build_run_id": build_runs[0].info.run_id if build_runs else "",
@@ -127,12 +127,12 @@ def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> Non
     mlflow.log_input(MetaDataset(source, name=data.manifest["name"], digest=data.digest), context="training")
 
 
-def fit(cfg: TrainConfig, spec: components.Spec, data: ingest.DatasetInfo, uri: str, run_id: str):
+def fit(cfg: TrainConfig, spec: components.ModelConfig, data: ingest.DatasetInfo, uri: str, run_id: str):
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    runtime.init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    runtime.init_ray(cfg.ray)
     ray.data.DataContext.get_current().enable_progress_bars = False  # our own step lines instead
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
@@ -166,7 +166,7 @@ def main(cfg: TrainConfig) -> Result:
     # Once, here on the driver (the workers read through Ray Data): every shard the ingest reads.
     ingest.verify_shards(data.uri, data.manifest, enabled=cfg.data.verify_sha256)
     spec = make_spec(cfg, data)
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking.tracking_uri(cfg.mlflow)
     run_key = f"{storage_path(cfg).rstrip('/')}/{cfg.run.name}"
     exp_id, existing = find_run(cfg, uri, run_key, data.digest)
     if existing is not None and existing.data.tags.get("train.completed"):
@@ -194,8 +194,7 @@ def main(cfg: TrainConfig) -> Result:
                                        Path(d) / train_loop.ST_WEIGHTS, cfg.sample,
                                        {"dataset_digest": data.digest, "trained_steps": state["step"],
                                         "run_id": run.info.run_id})
-            model = registry.log_and_register(folder, cfg.mlflow.registered_model, cfg.mlflow.alias,
-                                              {"dataset.digest": data.digest, "train.steps": state["step"]})
+            model = registry.log_and_register(folder, cfg.registry, {"dataset.digest": data.digest, "train.steps": state["step"]})
             shutil.rmtree(folder, ignore_errors=True)
             mlflow.set_tag("train.completed", json.dumps({"step": state["step"], "checkpoint": result.checkpoint.path,
                                                           "model": model}))

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from model.flow import FlowConfig
-
+from jobs.components import ModelConfig
+from jobs.registry import RegistryConfig, SampleConfig
+from jobs.runtime import RayConfig
+from jobs.tracking import MlflowConfig
 
 
 @dataclass
@@ -26,30 +28,7 @@ class DataConfig:
     # Check every shard's sha256 against manifest.json before training (a changed shard is an
     # error naming it); false for trusted stores: skips hashing every shard at start-up.
     verify_sha256: bool = True
-
-
-@dataclass
-class BaseConfig:
-    name: str = "step1x3d"
-    # Local folder of the release weights (vae/, transformer/). "" = seeded random init, for
-    # tests and demos only: the run is tagged base.random_init=true and the weights ship with it.
-    checkpoint: str = ""
-    seed: int = 0
-
-
-@dataclass
-class ConditionConfig:
-    # DINOv2-with-registers: a hub id, a local folder, or "tiny-random" (a seeded tiny model of
-    # the same class whose width matches the tiny base; tests and demos).
-    model: str = "facebook/dinov2-with-registers-large"
-    image_size: int = 518
-
-
-@dataclass
-class ModelConfig:
-    size: Literal["full", "tiny"] = "full"
-    use_image_tokens: bool = True  # ablation: S-T layers without image tokens
-    temporal_only: bool = False  # ablation: pure 1D attention across frames
+    build_experiment: str = "shapegen4d-datasets"  # MLflow experiment where the dataset's build run is looked up (lineage)
 
 
 @dataclass
@@ -87,15 +66,6 @@ class DeepSpeedConfig:
 
 
 @dataclass
-class MlflowConfig:
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db
-    experiment: str = "shapegen4d-training"
-    dataset_experiment: str = "shapegen4d-datasets"  # where the dataset's build run is looked up
-    registered_model: str = "shapegen4d"  # "" = log the model without registering it
-    alias: str = "candidate"
-
-
-@dataclass
 class RunConfig:
     name: str = "shapegen4d-st"
     # Ray Train storage (checkpoints): a local folder (made absolute) or s3://, gs://, a shared FS.
@@ -105,37 +75,19 @@ class RunConfig:
 
 
 @dataclass
-class RayConfig:
-    address: str = ""  # "" = start a local Ray instance; "auto" joins the cluster of `ray job submit`
-    num_cpus: int = 0  # local instance only; 0 = all cores
-
-
-@dataclass
-class SampleConfig:
-    """What the registered model's predict() uses by default (overridable per call)."""
-
-    steps: int = 30
-    guidance: float = 7.5
-    window: int = 16
-    overlap: int = 4
-    mesh_resolution: int = 256
-    seed: int = 0
-
-
-@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    base: BaseConfig = field(default_factory=BaseConfig)
-    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    # The network: base (name, size, checkpoint, seed), condition encoder, S-T layers, flow. What
+    # the registered model stores as its spec (num_latents filled in from the data).
     model: ModelConfig = field(default_factory=ModelConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainParams = field(default_factory=TrainParams)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     run: RunConfig = field(default_factory=RunConfig)
     ray: RayConfig = field(default_factory=RayConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    mlflow: MlflowConfig = field(default_factory=lambda: MlflowConfig(experiment="shapegen4d-training"))
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)  # predict()'s defaults
 
 
 

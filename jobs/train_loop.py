@@ -90,7 +90,8 @@ def _encode(batch: dict, comps: components.Components, cfg: TrainConfig, g: torc
         # Posterior means (scaled): deterministic targets, the same an offline latent cache would hold.
         x0, _, _ = comps.base.vae.encode(flat(surface), flat(batch["queries"]), flat(batch.get("sharp_surface")),
                                          flat(batch.get("sharp_queries")), sample=False)
-        cond = comps.conditioner(batch["frames"].flatten(0, 1).cpu()).to(surface.device)
+        # clip_len=T: each clip of the micro-batch is recentred by its own clip-shared box.
+        cond = comps.conditioner(batch["frames"].flatten(0, 1).cpu(), clip_len=T).to(surface.device)
     return x0.view(b, T, *x0.shape[1:]).to(dtype), cond.view(b, T, *cond.shape[1:]).to(dtype)
 
 
@@ -136,7 +137,7 @@ def train_func(loop_cfg: dict) -> None:
     from safetensors.torch import save_file
 
     cfg = config_lib.from_dict(TrainConfig, loop_cfg["cfg"])
-    spec = components.Spec.from_dict(loop_cfg["spec"])
+    spec = components.ModelConfig.from_dict(loop_cfg["spec"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -182,7 +183,7 @@ def train_func(loop_cfg: dict) -> None:
             g = torch.Generator(device=device).manual_seed(
                 ((cfg.train.seed * 1_000_003 + step) * 4096 + micro) * 1024 + rank)
             x0, cond = _encode(batch, comps, cfg, g, dtype)
-            loss = flow.loss(engine, x0, cond, cfg.flow, generator=g)
+            loss = flow.loss(engine, x0, cond, spec.flow, generator=g)
             engine.backward(loss)
             engine.step()
             window_loss += torch.tensor([loss.item(), 1.0], dtype=torch.float64)

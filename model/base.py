@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn as nn
 
@@ -20,6 +21,18 @@ SIZES = {
         DiTConfig(width=64, heads=4, num_layers=2, num_single_layers=2, in_channels=8, cross_attention_dim=32),
     ),
 }
+
+
+@dataclass
+class BaseConfig:
+    """Which base, and where its weights come from (jobs load them; see jobs/components.py)."""
+
+    name: str = "step1x3d"
+    size: Literal["full", "tiny"] = "full"
+    # Folder or URI of the release weights (vae/, transformer/). "" = seeded random init, for tests
+    # and demos only: the run is tagged base.random_init=true and the weights ship with the model.
+    checkpoint: str = ""
+    seed: int = 0  # of a random init, and of the S-T layers' init (seed + 1)
 
 
 @dataclass

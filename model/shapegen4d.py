@@ -7,6 +7,7 @@ channels, N image tokens per frame, K condition width.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +27,11 @@ class ShapeGen4D(nn.Module):
 
     def __init__(self, base: FluxDenoiser, cfg: ShapeGen4DConfig | None = None):
         super().__init__()
-        cfg = cfg or ShapeGen4DConfig(STConfig(width=base.cfg.width, heads=base.cfg.heads, mlp_ratio=base.cfg.mlp_ratio))
+        cfg = cfg or ShapeGen4DConfig()
+        # Unset (0) width/heads/mlp_ratio are the base's; a copy, so the caller's config stays as given.
+        st = cfg.st
+        cfg = dataclasses.replace(cfg, st=dataclasses.replace(
+            st, width=st.width or base.cfg.width, heads=st.heads or base.cfg.heads, mlp_ratio=st.mlp_ratio or base.cfg.mlp_ratio))
         if (cfg.st.width, cfg.st.heads) != (base.cfg.width, base.cfg.heads):
             raise ValueError(f"S-T width/heads {cfg.st.width}/{cfg.st.heads} differ from the base's {base.cfg.width}/{base.cfg.heads}")
         self.cfg = cfg

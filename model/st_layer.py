@@ -20,9 +20,10 @@ from model.dit import AdaNorm, Attention
 
 @dataclass
 class STConfig:
-    width: int = 1280
-    heads: int = 20
-    mlp_ratio: float = 4.0
+    # 0 = the base's: an S-T layer always has the width of the blocks it follows.
+    width: int = 0
+    heads: int = 0
+    mlp_ratio: float = 0.0
     rope_theta: float = 10000.0
     use_image_tokens: bool = True  # ablation: False = S-T attends over shape latents only
     temporal_only: bool = False  # ablation: pure 1D attention across frames at the same latent index
@@ -43,6 +44,8 @@ def rope_1d(x_BHSd: torch.Tensor, pos_S: torch.Tensor, theta: float) -> torch.Te
 class STLayer(nn.Module):
     def __init__(self, cfg: STConfig):
         super().__init__()
+        if not (cfg.width and cfg.heads and cfg.mlp_ratio):
+            raise ValueError(f"S-T layer without a width/heads/mlp_ratio: {cfg} (ShapeGen4D takes them from the base)")
         self.cfg = cfg
         D, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
         self.norm = AdaNorm(D, 3)

@@ -1,7 +1,8 @@
-"""The dataset job's config: one dataclass tree, loaded by `jobs.config` from YAML + overrides.
+"""The dataset's config: one dataclass tree of what the rows contain and where they go.
 
 Each stage owns its own section (defined next to the stage); this file only composes them and
-holds the job-level knobs. Defaults are the paper's setup (16 frames, 32,768 surface points,
+holds the dataset-level knobs. The job (`jobs.build_dataset`) adds the shared `ray` and `mlflow`
+sections. Defaults are the paper's setup (16 frames, 32,768 surface points,
 1,024 queries, 256^3 watertight grid, 518 px conditioning frames).
 """
 from __future__ import annotations
@@ -48,22 +49,8 @@ class OutputConfig:
     # On resume, run again the assets earlier runs recorded as worker failures (worker/timeout,
     # out_of_memory, worker_died), e.g. after raising limits.timeout_s or limits.memory_gb.
     retry_failed: bool = False
-
-
-@dataclass
-class RayConfig:
-    address: str = ""  # "" = start a local Ray instance; "auto" or ray://host:port for a cluster
-    num_cpus: int = 0  # local instance only; 0 = all cores
-    cpus_per_asset: float = 1.0
-    memory_per_asset_gb: float = 3.0  # reserved per asset task so a node never runs out of memory
+    log_to_mlflow: bool = True  # record the build as an MLflow run (params, manifest, dataset input)
     progress_bars: bool = False  # Ray Data's own bars; the job logs one line per asset regardless
-
-
-@dataclass
-class MlflowConfig:
-    enabled: bool = True
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db
-    experiment: str = "shapegen4d-datasets"
 
 
 @dataclass
@@ -88,12 +75,11 @@ class DatasetConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)  # <output>/preview/: contact sheets, report.html
 
 
 # Sections and keys that change how or where the job runs, never what a row contains: left out of
 # the config digest so moving a dataset job to a cluster, or giving slow assets more time
 # (then output.retry_failed=true), keeps its digest and its resume point.
-RUNTIME_KEYS = ("output", "ray", "mlflow", "preview", "limits.timeout_s", "limits.memory_gb", "limits.retries")
+RUNTIME_KEYS = ("output", "preview", "limits.cpus_per_asset", "limits.memory_per_asset_gb", "limits.timeout_s",
+                "limits.memory_gb", "limits.retries")

@@ -70,9 +70,9 @@ MIN_MEMORY_GB = 1.0
 
 def memory_limit_gb(cfg: DatasetConfig) -> float:
     """The resident-memory limit of an asset process; ValueError when it cannot hold one."""
-    gb = cfg.limits.memory_gb or cfg.ray.memory_per_asset_gb
+    gb = cfg.limits.memory_gb or cfg.limits.memory_per_asset_gb
     if gb < MIN_MEMORY_GB:
-        raise ValueError(f"the asset memory limit is {gb:g} GiB (limits.memory_gb, 0 = ray.memory_per_asset_gb): an "
+        raise ValueError(f"the asset memory limit is {gb:g} GiB (limits.memory_gb, 0 = limits.memory_per_asset_gb): an "
                          f"asset process needs ~0.55 GiB before it reads anything; use at least {MIN_MEMORY_GB:g}")
     return gb
 
@@ -131,7 +131,7 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = cfg.ray.progress_bars
+    ctx.enable_progress_bars = cfg.output.progress_bars
     # One block per asset. A task whose Ray worker dies (its node lost, the worker killed) is
     # re-run at most limits.retries times (Ray Data's default is forever, which would hold every
     # asset behind it); after that its block is dropped instead of failing the dataset, and the
@@ -141,8 +141,8 @@ def _stream(cfg: DatasetConfig, config_digest: str, pending: list, sink: shards.
     items = [{"uid": r.uid, "ref": json.dumps(asdict(r))} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
         _map_fn(cfg, config_digest),
-        num_cpus=cfg.ray.cpus_per_asset,
-        memory=int(cfg.ray.memory_per_asset_gb * 2**30),
+        num_cpus=cfg.limits.cpus_per_asset,
+        memory=int(cfg.limits.memory_per_asset_gb * 2**30),
         # Ray 2.60 warns that remote args like this are deprecated but names no replacement for
         # max_retries (ray_remote_args_fn is deprecated too); without it Ray Data retries forever.
         max_retries=cfg.limits.retries,

@@ -71,7 +71,7 @@ JOB_OVERRIDES = [
     "num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
     "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=384",
     "render.resolution=64", "output.rows_per_shard=1", f"bake.max_faces={BAD_MAX_FACES}", "source.min_faces=0",
-    "ray.memory_per_asset_gb=1",
+    "limits.memory_per_asset_gb=1",
 ]
 JOB_TIMEOUT_S = 90
 SECRET_FILE = "secret.bin"  # at the corpus root: the file the escaping URIs aim at

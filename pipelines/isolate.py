@@ -6,7 +6,7 @@ any of these would take the worker down and Ray would retry the asset, again and
 the ordered shard writer waits behind it. So the Ray worker only supervises: it hands the asset
 to a child interpreter (`python -m pipelines.isolate`), polls it, and kills it when it runs past
 `limits.timeout_s` or its resident memory passes `limits.memory_gb` (0 = the Ray reservation,
-`ray.memory_per_asset_gb`). A killed or crashed child becomes a reject row of stage ``worker``:
+`limits.memory_per_asset_gb`). A killed or crashed child becomes a reject row of stage ``worker``:
 
 - ``timeout``: no result within limits.timeout_s; the process was killed.
 - ``out_of_memory``: resident memory above the limit; the process was killed.
@@ -76,7 +76,7 @@ class Supervisor:
             if memory_bytes and rss > memory_bytes:
                 _kill(child)
                 return _reject(uid, "out_of_memory", f"resident memory {rss / 2**30:.2f} GiB passed the limit of "
-                               f"{memory_bytes / 2**30:.2f} GiB (limits.memory_gb, default ray.memory_per_asset_gb); "
+                               f"{memory_bytes / 2**30:.2f} GiB (limits.memory_gb, default limits.memory_per_asset_gb); "
                                "the asset process was killed", time.monotonic() - t0, peak)
             if time.monotonic() - t0 > timeout_s:
                 _kill(child)

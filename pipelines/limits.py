@@ -6,7 +6,7 @@ bytes that back it and against these limits BEFORE anything of that size is allo
 asset process itself runs under a wall-clock and memory limit (`pipelines.isolate`). Exceeding
 a count limit is a reject with reason ``too_large`` whose detail names the `limits.<key>`.
 
-Defaults fit the default reservation of 3 GiB per asset (`ray.memory_per_asset_gb`): the
+Defaults fit the default reservation of 3 GiB per asset (`limits.memory_per_asset_gb`): the
 largest arrays the bake holds are T x vertices x 3 float64 per frame set (16 x 1M x 24 B =
 384 MB) plus the morph deltas (targets x vertices x 24 B, 16M -> 384 MB).
 """
@@ -29,7 +29,11 @@ class LimitsConfig:
     max_joints: int = 65_536  # joints summed over every skin
     max_keyframes: int = 4_000_000  # keyframes summed over every sampler of the animation
     max_texture_pixels: int = 8192 * 8192  # width x height of one texture image, from its header
-    # The asset process: wall-clock seconds and resident memory (0 = ray.memory_per_asset_gb).
+    # What Ray reserves for each asset task: a node runs min(CPUs / cpus_per_asset, memory /
+    # memory_per_asset_gb) at once, so it never runs out of memory.
+    cpus_per_asset: float = 1.0
+    memory_per_asset_gb: float = 3.0
+    # The asset process: wall-clock seconds and resident memory (0 = memory_per_asset_gb).
     # A 327,680-face skinned asset takes 22.5 CPU-s (20 s wall) per clip at the paper's sizes on one
     # core here (README "Limits"): 600 s is ~25x that, room for slow CPUs and multi-clip assets.
     timeout_s: float = 600.0

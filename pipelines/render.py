@@ -20,13 +20,14 @@ here after `PYOPENGL_PLATFORM` is chosen; import this module before anything tha
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import io
 import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 
@@ -255,6 +256,14 @@ def _renderer(resolution: int, requested: str) -> Any:
     return _RENDERER
 
 
+@contextlib.contextmanager
+def offscreen(resolution: int, platform: str = "auto") -> Iterator[Any]:
+    """The process's pyrender OffscreenRenderer at `resolution`, held for the `with` body (one GL
+    context, current on one thread at a time): every module that draws goes through here."""
+    with _LOCK:
+        yield _renderer(resolution, platform)
+
+
 @atexit.register
 def release_renderers() -> None:
     """Free the cached GL context (also run at exit, before the libraries unload under it)."""
@@ -331,8 +340,7 @@ def render_clip(
         appearance = Appearance(np.zeros((verts.shape[1], 2, 2), np.float32), np.full(len(faces), -1),
                                 {-1: materials.Material()})
 
-    with _LOCK:
-        renderer = _renderer(cfg.resolution, cfg.platform)
+    with offscreen(cfg.resolution, cfg.platform) as renderer:
         import pyrender
 
         parts = [_part(pyrender, faces, rgba, appearance, m) for m in np.unique(appearance.face_material_F)]

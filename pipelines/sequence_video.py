@@ -81,8 +81,7 @@ def _render_meshes(meshes: list[Mesh], K: np.ndarray, hw: tuple[int, int], size:
 
     sx, sy = size / hw[1], size / hw[0]
     far = 2 * (float(np.linalg.norm(centre)) + radius)  # the input camera sits at the origin
-    with render._LOCK:
-        renderer = render._renderer(size, "auto")
+    with render.offscreen(size) as renderer:
         import pyrender
 
         # pyrender puts pixel edges at integers; K has centres there, hence the half pixel.

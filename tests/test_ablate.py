@@ -34,7 +34,7 @@ TOY = [
     "evaluation.metrics.num_uniform=2000", "evaluation.metrics.num_near=2000",
     "evaluation.metrics.temporal_points=1000", "evaluation.metrics.align_points=500", "evaluation.seeds=1",
     "variants=[{name: full, label: Full}, {name: independent-queries, label: IQ, dataset: [queries.mode=independent]},"
-    " {name: no-time-shift, label: NTS, train: [flow.time_shift=1.0]}]",
+    " {name: no-time-shift, label: NTS, train: [model.flow.time_shift=1.0]}]",
 ]
 ROWS = ["full", "independent-queries", "no-time-shift", "per-frame-base"]
 # ~4 min alone on 2 cores (two Ray Train fits); far longer when the machine is shared.
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.timeout(2400)
 def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "jobs.ablate", "--config", str(CONFIG), f"output_path={root / 'out'}",
-                           f"tracking_uri=sqlite:///{root / 'mlflow.db'}", *TOY, *extra],
+                           f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", *TOY, *extra],
                           cwd=root, env=env, capture_output=True, text=True, timeout=1200)
 
 
@@ -130,7 +130,7 @@ def test_sampling_only_variant_reuses_weights_and_baseline_is_the_untrained_base
     assert components.fingerprint(full_w) == components.fingerprint(nts_w)
     assert (full_meta["spec"]["flow"]["time_shift"], nts_meta["spec"]["flow"]["time_shift"]) == (3.0, 1.0)
     # Fine-tuning moved the full variant away from the zero-init S-T layers the baseline keeps.
-    spec = components.Spec.from_dict(base_meta["spec"])
+    spec = components.ModelConfig.from_dict(base_meta["spec"])
     init = components.cpu_state_dict(components.build(spec).model.st_layers)
     assert components.fingerprint(base_w) == components.fingerprint(init) != components.fingerprint(full_w)
     assert base_meta["spec"]["flow"]["shared_noise"] is False and full_meta["spec"]["flow"]["shared_noise"] is True
@@ -166,8 +166,8 @@ def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
 
 
 def test_only_sampling_keys_are_split_off_a_variants_training():
-    v = ablate.Variant("v", "v", train=["flow.time_shift=1.0", "flow.shared_noise=false", "sample.steps=4"])
-    assert ablate.split_overrides(v) == (["flow.shared_noise=false"], ["flow.time_shift=1.0", "sample.steps=4"])
+    v = ablate.Variant("v", "v", train=["model.flow.time_shift=1.0", "model.flow.shared_noise=false", "sample.steps=4"])
+    assert ablate.split_overrides(v) == (["model.flow.shared_noise=false"], ["model.flow.time_shift=1.0", "sample.steps=4"])
     assert ablate.split_overrides(ablate.Variant("w", "w", dataset=["queries.mode=independent"])) == ([], [])
 
 

@@ -64,11 +64,11 @@ def test_every_shipped_config_loads(path):
     from jobs.ablate import AblateConfig, check_config
     from jobs.evaluate import EvaluateConfig
     from jobs.train_config import TrainConfig
-    from pipelines.config import DatasetConfig
+    from jobs.build_dataset import DatasetJobConfig
 
     # Each shipped config names its job in its first line: "# job: <module>".
     job = path.read_text().splitlines()[0].removeprefix("# job:").strip()
-    cls = {"build_dataset": DatasetConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "ablate": AblateConfig}[job]
+    cls = {"build_dataset": DatasetJobConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "ablate": AblateConfig}[job]
     cfg = config_lib.load(cls, path)
     assert config_lib.from_dict(cls, config_lib.to_dict(cfg)) == cfg
     if cls is AblateConfig:
@@ -104,15 +104,15 @@ def test_run_job_shows_a_traceback_only_for_errors_raised_inside_libraries(capsy
 
 
 def test_help_shows_each_documented_key_with_its_comment(capsys):
-    from pipelines.config import DatasetConfig
+    from jobs.build_dataset import DatasetJobConfig
 
     with pytest.raises(SystemExit):
-        config_lib.cli(DatasetConfig, ["--help"], "build")
+        config_lib.cli(DatasetJobConfig, ["--help"], "build")
     text = capsys.readouterr().out
-    for key in config_lib.flatten(config_lib.to_dict(DatasetConfig())):
+    for key in config_lib.flatten(config_lib.to_dict(DatasetJobConfig())):
         assert f"  {key} = " in text
     # a comment at the end of the field's line, and a block of comment lines above a field
     assert "output.overwrite = False\n      allow reusing an output folder built with a different config" in text
-    notes = config_lib.key_comments(DatasetConfig)
+    notes = config_lib.key_comments(DatasetJobConfig)
     assert notes["watertight.min_component_ratio"].startswith("Keep the connected components whose area")
     assert "watertight.resolution" in notes and "seed" not in notes.get("source.kind", "")

@@ -20,7 +20,7 @@ import pytest
 from jobs import build_dataset
 from jobs import config as config_lib
 from pipelines import analytic, bad_assets, bake, gltf_io
-from pipelines.config import DatasetConfig
+from jobs.build_dataset import DatasetJobConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FACES = 20_000
@@ -41,7 +41,7 @@ TINY = [
     f"bake.max_faces={MAX_FACES}",
     "source.min_faces=0",
     "ray.num_cpus=2",
-    "ray.memory_per_asset_gb=1",
+    "limits.memory_per_asset_gb=1",
 ]
 
 BAD_REASONS = bad_assets.BAD_ASSET_REASONS
@@ -56,9 +56,9 @@ def source(tmp_path_factory) -> Path:
     return src
 
 
-def _cfg(source: Path, out: Path, tracking: str, *extra: str) -> DatasetConfig:
+def _cfg(source: Path, out: Path, tracking: str, *extra: str) -> DatasetJobConfig:
     return config_lib.load(
-        DatasetConfig,
+        DatasetJobConfig,
         None,
         [f"source.path={source}", f"output.path={out}", f"mlflow.tracking_uri={tracking}", *TINY, *extra],
     )
@@ -201,7 +201,7 @@ def test_the_build_writes_a_preview_and_logs_it(built):
 
 def test_same_config_gives_identical_shards(built, source, tmp_path):
     root, summary, tracking = built
-    again = build_dataset.main(_cfg(source, tmp_path / "ds", tracking, "mlflow.enabled=false"))
+    again = build_dataset.main(_cfg(source, tmp_path / "ds", tracking, "output.log_to_mlflow=false"))
     assert again.manifest["digest"] == summary.manifest["digest"]
     for s in summary.manifest["shards"]:
         assert (root / "ds" / s["path"]).read_bytes() == (tmp_path / "ds" / s["path"]).read_bytes()
@@ -209,7 +209,7 @@ def test_same_config_gives_identical_shards(built, source, tmp_path):
 
 def _command(source: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "jobs.build_dataset", f"source.path={source}", f"output.path={out}",
-            "mlflow.enabled=false", *TINY, *extra]
+            "output.log_to_mlflow=false", *TINY, *extra]
 
 
 def test_kill_and_resume_gives_the_uninterrupted_result(built, source, tmp_path):

@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=256",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "split.test=0.6", "split.val=0",
-           "mlflow.enabled=false"]
+           "limits.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "split.test=0.6", "split.val=0",
+           "output.log_to_mlflow=false"]
 TEST_UIDS = ["bending_tube", "separating_parts"]
 FAST = ["metrics.num_points=2000", "metrics.num_uniform=2000", "metrics.num_near=2000", "metrics.align_points=300",
         "metrics.temporal_points=1000", "mesh_resolution=16", "steps=1", "seeds=2"]
@@ -106,7 +106,9 @@ def store(dataset, tmp_path_factory) -> dict:
     from safetensors.torch import save_file
 
     from jobs import components, registry, tracking
-    from jobs.train_config import SampleConfig
+    from jobs.registry import RegistryConfig, SampleConfig
+    from model.base import BaseConfig
+    from model.condition import ConditionConfig
 
     data, _ = dataset
     root = tmp_path_factory.mktemp("eval-store")
@@ -115,13 +117,14 @@ def store(dataset, tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # experiments' artifact folders land under the cwd's mlruns/
         exp = tracking.experiment("test-models", uri)
-        spec = components.Spec(size="tiny", condition_model="tiny-random", image_size=28, num_latents=info.num_latents)
+        spec = components.ModelConfig(base=BaseConfig(size="tiny"), condition=ConditionConfig(model="tiny-random", image_size=28),
+                                      num_latents=info.num_latents)
         st = root / "st.safetensors"
         save_file(components.cpu_state_dict(components.build(spec).model.st_layers), str(st))
         folder = registry.pack(root / "packed", spec, st, SampleConfig(steps=1, mesh_resolution=16, window=4, overlap=1),
                                {"dataset_digest": info.digest})
         with mlflow.start_run(experiment_id=exp):
-            real = registry.log_and_register(folder, NAME, "candidate", {"dataset.digest": info.digest})
+            real = registry.log_and_register(folder, RegistryConfig(NAME, "candidate"), {"dataset.digest": info.digest})
 
         # The oracle's table: every test clip's ground truth, keyed by its video.
         gt = GroundTruth(evaluate.dataset_config(info.manifest))

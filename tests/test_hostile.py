@@ -24,7 +24,7 @@ import pytest
 from jobs import build_dataset
 from jobs import config as config_lib
 from pipelines import analytic, hostile
-from pipelines.config import DatasetConfig
+from jobs.build_dataset import DatasetJobConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = "hostile"  # the corpus folder inside the source folder: uids "hostile__<case path>"
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
     os.chdir(root)
     try:
         t0 = time.time()
-        clean = build_dataset.main(config_lib.load(DatasetConfig, None, _overrides(src, root / "clean", tracking)))
+        clean = build_dataset.main(config_lib.load(DatasetJobConfig, None, _overrides(src, root / "clean", tracking)))
         clean_s = time.time() - t0
     finally:
         os.chdir(cwd)

@@ -416,11 +416,11 @@ def shm_volume(template: dict) -> dict | None:
 
 def dataset_config(doc: dict):
     from jobs import config as config_lib
-    from pipelines.config import DatasetConfig
+    from jobs.build_dataset import DatasetJobConfig
 
     module, cfg_path, overrides = entrypoint(doc)
     assert module == "jobs.build_dataset"
-    return config_lib.load(DatasetConfig, ROOT / cfg_path, overrides)
+    return config_lib.load(DatasetJobConfig, ROOT / cfg_path, overrides)
 
 
 def dataset_clusters() -> list[tuple[str, dict]]:
@@ -436,7 +436,7 @@ def test_dataset_cluster_fits_asset_tasks(item):
     doc = item[1]
     job = dataset_clusters()[0][1]
     cfg = dataset_config(job)
-    cpus, mem = cfg.ray.cpus_per_asset, int(cfg.ray.memory_per_asset_gb * GiB)
+    cpus, mem = cfg.limits.cpus_per_asset, int(cfg.limits.memory_per_asset_gb * GiB)
     types = ray_node_types(doc)
     workers = [(n, g) for n, g in groups(doc) if n != "head"]
     assert workers and sum(g["maxReplicas"] for _, g in workers) > 0
@@ -509,7 +509,7 @@ def test_pods_requesting_gpus_run_the_gpu_image():
 # Entry points, configs, paths and environment
 # --------------------------------------------------------------------------------------------
 
-JOB_CONFIG = {"jobs.build_dataset": ("pipelines.config", "DatasetConfig"), "jobs.train": ("jobs.train_config", "TrainConfig")}
+JOB_CONFIG = {"jobs.build_dataset": ("jobs.build_dataset", "DatasetJobConfig"), "jobs.train": ("jobs.train_config", "TrainConfig")}
 
 
 @pytest.mark.parametrize("item", ray_docs("RayJob"), ids=doc_id)
@@ -792,9 +792,9 @@ def test_cluster_yaml_passes_ray_validation():
         assert tag.endswith("-gpu") if t["resources"].get("GPU") else tag.endswith("-cpu"), (name, images[name])
     # Sizing: the dataset job's asset tasks and the training job's workers fit their node types.
     dcfg = dataset_config(dataset_clusters()[0][1])
-    mem = int(dcfg.ray.memory_per_asset_gb * GiB)
+    mem = int(dcfg.limits.memory_per_asset_gb * GiB)
     cpu_types = [t for t in types.values() if t["resources"].get("CPU") and not t["resources"].get("GPU")]
-    assert cpu_types and all(min(t["resources"]["CPU"] // dcfg.ray.cpus_per_asset, t["resources"]["memory"] // mem) >= 1
+    assert cpu_types and all(min(t["resources"]["CPU"] // dcfg.limits.cpus_per_asset, t["resources"]["memory"] // mem) >= 1
                              for t in cpu_types)
     tcfg = train_config(train_job())
     slots, free = train_slots(types, tcfg.scaling.cpus_per_worker, True, {n: t["max_workers"] for n, t in types.items()})
@@ -815,5 +815,5 @@ def test_infra_readme_covers_the_files():
     for path in sorted(KUBERAY.glob("*.yaml")) + [CLUSTER_YAML, DOCKERFILE]:
         assert str(path.relative_to(ROOT)) in text, f"infra/README.md does not mention {path.relative_to(ROOT)}"
     for phrase in ("docker build -f infra/Dockerfile", "ray up infra/cluster.yaml", "ray job submit --working-dir .",
-                   "ray.cpus_per_asset", "ray.memory_per_asset_gb", "scaling.cpus_per_worker", "MLFLOW_TRACKING_URI"):
+                   "limits.cpus_per_asset", "limits.memory_per_asset_gb", "scaling.cpus_per_worker", "MLFLOW_TRACKING_URI"):
         assert phrase in text, f"infra/README.md: no {phrase!r}"

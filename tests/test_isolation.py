@@ -18,7 +18,7 @@ import pytest
 from jobs import build_dataset
 from jobs import config as config_lib
 from pipelines import analytic, isolate, sources
-from pipelines.config import DatasetConfig
+from jobs.build_dataset import DatasetJobConfig
 
 TINY = [
     "num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=0",
@@ -35,7 +35,7 @@ def samples(tmp_path_factory) -> Path:
 
 
 def _request(src: Path, uid: str):
-    cfg = config_lib.load(DatasetConfig, None, [f"source.path={src}", *TINY])
+    cfg = config_lib.load(DatasetJobConfig, None, [f"source.path={src}", *TINY])
     ref = next(r for r in sources.list_assets(cfg.source)[0] if r.uid == uid)
     return (asdict(ref), cfg, "digest", isolate.faults())
 
@@ -99,10 +99,10 @@ def test_real_job_survives_hang_kill_segv_and_dead_ray_workers(samples, tmp_path
         f"fault_rayonce=kill-ray-once:{marker}", "fault_rayalways=kill-ray",
     ]))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [*TINY, "ray.num_cpus=2", "ray.memory_per_asset_gb=1", f"mlflow.tracking_uri={tracking}",
+    common = [*TINY, "ray.num_cpus=2", "limits.memory_per_asset_gb=1", f"mlflow.tracking_uri={tracking}",
               "limits.timeout_s=30", "limits.retries=1"]
     t0 = time.monotonic()
-    summary = build_dataset.main(config_lib.load(DatasetConfig, None, [f"source.path={src}", f"output.path={tmp_path / 'ds'}", *common]))
+    summary = build_dataset.main(config_lib.load(DatasetJobConfig, None, [f"source.path={src}", f"output.path={tmp_path / 'ds'}", *common]))
     wall = time.monotonic() - t0
     assert marker.exists(), "the Ray worker was not killed"
 
@@ -123,7 +123,7 @@ def test_real_job_survives_hang_kill_segv_and_dead_ray_workers(samples, tmp_path
     assert wall < 240, wall
 
     monkeypatch.delenv(isolate.FAULTS_ENV)
-    clean = build_dataset.main(config_lib.load(DatasetConfig, None, [f"source.path={samples}", f"output.path={tmp_path / 'clean'}", *common]))
+    clean = build_dataset.main(config_lib.load(DatasetJobConfig, None, [f"source.path={samples}", f"output.path={tmp_path / 'clean'}", *common]))
     # Rows equal to the clean run's (config_digest differs: source.path is part of the config).
     def by_uid(root: Path, manifest: dict) -> dict:
         tables = [pq.read_table(root / s["path"]).drop_columns(["config_digest"]) for s in manifest["shards"]]
@@ -138,7 +138,7 @@ def test_real_job_survives_hang_kill_segv_and_dead_ray_workers(samples, tmp_path
     # digest, and output.retry_failed=true re-runs exactly the four worker failures into the same
     # folder: they are kept, their old rejects are gone, the earlier shards are untouched.
     before = {s["path"]: s["sha256"] for s in m["shards"]}
-    retried = build_dataset.main(config_lib.load(DatasetConfig, None, [
+    retried = build_dataset.main(config_lib.load(DatasetJobConfig, None, [
         f"source.path={src}", f"output.path={tmp_path / 'ds'}", *common, "limits.timeout_s=120", "output.retry_failed=true"]))
     r = retried.manifest
     assert retried.processed_this_run == 4 and retried.skipped_done == 5

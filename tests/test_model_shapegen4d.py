@@ -58,7 +58,7 @@ def test_noise_is_shared_across_frames_unless_ablated():
 
 def test_rope_makes_the_st_layer_equivariant_to_shifting_frame_indices():
     torch.manual_seed(0)
-    layer = STLayer(STConfig(width=64, heads=4))
+    layer = STLayer(STConfig(width=64, heads=4, mlp_ratio=4.0))
     for p in layer.parameters():  # leave the zero init so the layer does something
         torch.nn.init.normal_(p, std=0.05)
     for norm in (layer.attn.norm_q, layer.attn.norm_k):  # sharp attention, so positions matter visibly

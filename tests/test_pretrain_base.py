@@ -14,6 +14,7 @@ from jobs import components
 from jobs import config as config_lib
 from jobs import pretrain_base
 from model import build_base
+from model.base import BaseConfig
 from model.checkpoint import FILES, load_base
 from pipelines import analytic
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=0",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=512", "sdf.num_near=512",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "mlflow.enabled=false",
+           "limits.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "output.log_to_mlflow=false",
            "split.val=0", "split.test=0"]
 
 
@@ -39,7 +40,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _cfg(data: Path, out: Path, tracking: str, *extra: str) -> pretrain_base.PretrainConfig:
     return config_lib.load(pretrain_base.PretrainConfig, None, [
-        f"data_path={data}", f"output_path={out}", f"tracking_uri={tracking}", "image_size=28",
+        f"data_path={data}", f"output_path={out}", f"mlflow.tracking_uri={tracking}", "model.condition.image_size=28",
         "num_surface_points=256", "num_sdf_points=512", "vae.steps=60", "vae.batch_frames=8", "vae.lr=0.003",
         "vae.warmup_steps=5", "dit.steps=40", "dit.batch_frames=8", "dit.warmup_steps=5", "log_every=20",
         "vae.checkpoint_every=30", "dit.checkpoint_every=20", *extra])
@@ -61,7 +62,7 @@ def test_pretrained_base_learns_loads_strictly_resumes_and_is_registered(dataset
     base = load_base(build_base("step1x3d", "tiny"), out)  # strict: every key, every shape
     assert base.vae.cfg.z_scale_factor == pytest.approx(result["z_scale_factor"])
     assert build_base("step1x3d", "tiny").vae.cfg.z_scale_factor == 1.0  # the size table is untouched
-    ref = components.base_reference(components.Spec(base_checkpoint=str(out)))
+    ref = components.base_reference(BaseConfig(checkpoint=str(out)))
     assert ref["sha256"] == result["sha256"] and set(ref["sha256"]) == set(FILES.values())
 
     # Re-running finds both phases finished: nothing trains, the weights are byte-identical.

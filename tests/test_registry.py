@@ -10,17 +10,20 @@ import torch
 from safetensors.torch import save_file
 
 from jobs import components, registry
-from jobs.train_config import SampleConfig
+from jobs.registry import RegistryConfig, SampleConfig
+from model.base import BaseConfig
 from model.checkpoint import FILES, save_base
+from model.condition import ConditionConfig
 
 SAMPLE = SampleConfig(steps=2, guidance=2.0, window=4, overlap=1, mesh_resolution=16)
 
 
-def _spec(**kw) -> components.Spec:
-    return components.Spec(size="tiny", condition_model=components.TINY_DINO, image_size=28, num_latents=12, **kw)
+def _spec(checkpoint: str = "", condition: str = components.TINY_DINO) -> components.ModelConfig:
+    return components.ModelConfig(base=BaseConfig(size="tiny", checkpoint=checkpoint),
+                                  condition=ConditionConfig(model=condition, image_size=28), num_latents=12)
 
 
-def _pack(tmp_path, spec: components.Spec):
+def _pack(tmp_path, spec: components.ModelConfig):
     model = components.build(spec).model
     with torch.no_grad():  # trained-looking S-T weights: not the zero init
         for p in model.st_layers.parameters():
@@ -46,11 +49,11 @@ def test_a_packed_model_reloads_its_weights_and_generates_a_sequence(tmp_path):
 
 def test_a_model_refuses_a_base_that_is_not_the_one_it_was_trained_on(tmp_path):
     base_dir = tmp_path / "base"
-    save_base(components.random_base(_spec(base_seed=5)), base_dir)
-    folder, _ = _pack(tmp_path, _spec(base_checkpoint=str(base_dir)))
+    save_base(components.random_base(BaseConfig(size="tiny", seed=5)), base_dir)
+    folder, _ = _pack(tmp_path, _spec(checkpoint=str(base_dir)))
     assert not (folder / "base").exists()  # referenced by path + sha256, not copied
     registry.load_pipeline(folder, device="cpu")
-    save_base(components.random_base(_spec(base_seed=6)), base_dir)  # same shapes, other weights
+    save_base(components.random_base(BaseConfig(size="tiny", seed=6)), base_dir)  # same shapes, other weights
     with pytest.raises(ValueError, match="sha256"):
         registry.load_pipeline(folder, device="cpu")
 
@@ -74,22 +77,21 @@ def test_a_registered_model_loads_anywhere_once_its_source_folders_are_gone(tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.experiment("portable", uri)
     src = tmp_path / "src"
-    save_base(components.random_base(_spec(base_seed=5)), src / "base")
+    save_base(components.random_base(BaseConfig(size="tiny", seed=5)), src / "base")
     width = components.random_base(_spec()).dit.cfg.cross_attention_dim
     components.tiny_dino(width, 28, seed=7).save_pretrained(src / "dino")
     with mlflow.start_run(experiment_id=exp) as run:
         for sub in ("vae", "transformer"):
             mlflow.log_artifacts(str(src / "base" / sub), artifact_path=f"base/{sub}")
         mlflow.log_artifacts(str(src / "dino"), artifact_path="condition")
-        base_uri = pretrain_base.register("shapegen4d-base", run.info, "digest")
+        base_uri = pretrain_base.register(RegistryConfig("shapegen4d-base", ""), run.info, "digest")
     assert base_uri == "models:/shapegen4d-base/1"
-    spec = components.Spec(size="tiny", image_size=28, num_latents=12, base_checkpoint=base_uri,
-                           condition_model=f"runs:/{run.info.run_id}/condition")
+    spec = _spec(checkpoint=base_uri, condition=f"runs:/{run.info.run_id}/condition")
     folder, _ = _pack(tmp_path, spec)
     meta = json.loads((folder / registry.META).read_text())
     assert meta["base"]["uri"] == base_uri and meta["condition"]["uri"].startswith("runs:/")
     with mlflow.start_run(experiment_id=exp):
-        registry.log_and_register(folder, "shapegen4d", "candidate", {})
+        registry.log_and_register(folder, RegistryConfig(), {})
     shutil.rmtree(src)
     shutil.rmtree(folder)
 
@@ -106,7 +108,7 @@ def test_a_registered_model_loads_anywhere_once_its_source_folders_are_gone(tmp_
     assert proc.returncode == 0 and "MESHES 4 True" in proc.stdout, proc.stderr[-3000:]
 
     # Overrides: other weights are refused by their sha256, a missing copy names the fix.
-    save_base(components.random_base(_spec(base_seed=6)), tmp_path / "other")
+    save_base(components.random_base(BaseConfig(size="tiny", seed=6)), tmp_path / "other")
     model_dir = mlflow.artifacts.download_artifacts("models:/shapegen4d@candidate")
     with pytest.raises(ValueError, match="sha256"):
         registry.load_pipeline(Path(model_dir) / "artifacts" / "model", device="cpu", base_uri=str(tmp_path / "other"))
@@ -134,7 +136,7 @@ def test_mlflow_models_serve_answers_a_request(tmp_path, monkeypatch):
     exp = tracking.experiment("serve", uri)
     folder, _ = _pack(tmp_path, _spec())
     with mlflow.start_run(experiment_id=exp):
-        registry.log_and_register(folder, "shapegen4d", "candidate", {})
+        registry.log_and_register(folder, RegistryConfig(), {})
     info = mlflow.models.get_model_info("models:/shapegen4d@candidate")
     assert [c.name for c in info.signature.outputs.inputs] == ["vertices", "faces", "vertices_camera", "colors",
                                                                "intrinsics", "extrinsics", "silhouette_iou"]

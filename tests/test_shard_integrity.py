@@ -179,7 +179,7 @@ def test_cli_exits_1_naming_the_changed_shard(job, dataset, tmp_path):
             "evaluate": [f"data.path={dataset}", "split=train", f"output.path={tmp_path / 'eval'}",
                          f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"],
             "pretrain_base": [f"data_path={dataset}", f"output_path={tmp_path / 'base'}",
-                              f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]}[job]
+                              f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]}[job]
     config = {"train": ["--config", "jobs/configs/train_demo.yaml"], "evaluate": ["--config", "jobs/configs/evaluate.yaml"],
               "pretrain_base": []}[job]
     p = subprocess.run([sys.executable, "-m", f"jobs.{job}", *config, *data], cwd=REPO, env=ENV, capture_output=True,

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
            "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=256",
            "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "ray.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05"]
-TRAIN = ["data.num_surface_points=256", "condition.image_size=28", "train.log_every=1", "sample.steps=2",
+           "limits.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05"]
+TRAIN = ["data.num_surface_points=256", "model.condition.image_size=28", "train.log_every=1", "sample.steps=2",
          "sample.mesh_resolution=16", "sample.window=4", "sample.overlap=1"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
 
@@ -85,7 +85,7 @@ def dataset(tmp_path_factory, server) -> tuple[Path, dict]:
     return root / "ds", manifest
 
 
-def _spec(data: Path, *extra: str) -> components.Spec:
+def _spec(data: Path, *extra: str) -> components.ModelConfig:
     from jobs import train
 
     cfg = config_lib.load(TrainConfig, REPO / "jobs/configs/train_demo.yaml", [f"data.path={data}", *TRAIN, *extra])
@@ -159,7 +159,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_continues_its_curve(dataset,
     data, _ = dataset
     runs, tracking = tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, *_train_cmd(data, runs, "resume", tracking, "train.steps=6", "train.checkpoint_every=2",
-                                       "mlflow.registered_model=")]
+                                       "registry.name=")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
@@ -222,7 +222,7 @@ def test_a_worker_death_recovers_from_the_last_zero3_checkpoint(dataset, tmp_pat
     saved = load_file(str(final / train_loop.ST_WEIGHTS))
     want = components.build(_spec(data)).model.st_layers.state_dict()
     assert {k: tuple(v.shape) for k, v in saved.items()} == {k: tuple(v.shape) for k, v in want.items()}
-    assert state["base_fingerprint"] == components.fingerprint(components.random_base(_spec(data)).dit.state_dict())
+    assert state["base_fingerprint"] == components.fingerprint(components.random_base(_spec(data).base).dit.state_dict())
 
 
 def test_bad_inputs_fail_before_training_with_a_reason(dataset, tmp_path):
