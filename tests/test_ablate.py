@@ -154,9 +154,13 @@ def test_rerun_reuses_every_stage_and_a_changed_config_redoes_only_what_it_chang
 
 
 def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
-    cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["finetune.base.checkpoint=/some/base"])
-    with pytest.raises(config_lib.ConfigError, match="finetune.base.checkpoint is set by jobs.ablate"):
-        ablate.check_config(cfg)
+    for key, part in [("finetune.model.base.checkpoint=/some/base", "finetune.model.base"),
+                      ("finetune.ray.num_cpus=1", "finetune.ray"), ("pretrain.mlflow.tracking_uri=x", "pretrain.mlflow"),
+                      ("evaluation.data.path=/d", "evaluation.data.path"), ("dataset.output.path=/o", "dataset.output.path")]:
+        cfg = config_lib.load(ablate.AblateConfig, CONFIG, [key])
+        with pytest.raises(config_lib.ConfigError, match=f"{part} is set by jobs.ablate"):
+            ablate.check_config(cfg)
+    ablate.check_config(config_lib.load(ablate.AblateConfig, CONFIG, []))  # the shipped config derives nothing itself
     cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["variants=[{name: 'bad name', label: x}]"])
     with pytest.raises(config_lib.ConfigError, match="bad name"):
         ablate.check_config(cfg)

@@ -1,6 +1,7 @@
 """The packed model: loads what it was trained on, refuses a different base, validates its input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -175,3 +176,19 @@ def test_mlflow_models_serve_answers_a_request(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.asarray(s["vertices_camera"], np.float32), m["vertices_camera"], atol=1e-5)
         assert np.array_equal(np.asarray(s["colors"]), m["colors"])
         np.testing.assert_allclose(np.asarray(s["extrinsics"]), m["extrinsics"], atol=1e-6)
+
+
+def test_a_model_packed_with_the_flat_spec_of_earlier_versions_loads_as_it_was_trained():
+    """shapegen4d.json of models registered before the typed ModelConfig: a flat dict. It maps onto
+    the same network, and onto the image preprocessing those models were trained with."""
+    flat = {"base_name": "step1x3d", "size": "tiny", "base_checkpoint": "", "base_seed": 3,
+            "condition_model": components.TINY_DINO, "image_size": 28, "use_image_tokens": False,
+            "temporal_only": True, "num_latents": 12, "flow": {"time_shift": 2.0}}
+    cfg = components.ModelConfig.from_dict(flat)
+    assert cfg.base == BaseConfig(size="tiny", seed=3)
+    assert (cfg.condition.model, cfg.condition.image_size) == (components.TINY_DINO, 28)
+    assert (cfg.condition.recenter, cfg.condition.resize) == (False, "bilinear")
+    assert (cfg.st.use_image_tokens, cfg.st.temporal_only, cfg.num_latents, cfg.flow.time_shift) == (False, True, 12, 2.0)
+    assert components.ModelConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    with pytest.raises(ValueError, match="unknown config key"):
+        components.ModelConfig.from_dict({**dataclasses.asdict(cfg), "stray": 1})
