@@ -27,10 +27,15 @@ class DatasetJobConfig(DatasetConfig):
     mlflow: tracking.MlflowConfig = field(default_factory=lambda: tracking.MlflowConfig(experiment="shapegen4d-datasets"))
 
 
+def dataset_part(cfg: DatasetConfig) -> DatasetConfig:
+    """The dataset's own config, without the job's sections: what pipelines/ receives (and what the
+    asset processes unpickle: a DatasetJobConfig of `python -m jobs.build_dataset` lives in __main__)."""
+    return DatasetConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DatasetConfig)})
+
+
 def content_config(cfg: DatasetConfig) -> dict:
     """The part of the config that decides row contents (what config_digest covers)."""
-    full = config_lib.to_dict(cfg)
-    tree = {f.name: full[f.name] for f in dataclasses.fields(DatasetConfig)}  # not the job's ray and mlflow
+    tree = config_lib.to_dict(dataset_part(cfg))
     for key in RUNTIME_KEYS:
         *parents, leaf = key.split(".")
         node = tree
@@ -100,7 +105,7 @@ def _log_bytes(data: bytes, artifact_path: str) -> None:
 
 def main(cfg: DatasetJobConfig) -> dataset_job.Summary:
     content = content_config(cfg)
-    summary = dataset_job.run(cfg, content, config_lib.digest(content),
+    summary = dataset_job.run(dataset_part(cfg), content, config_lib.digest(content),
                               start_ray=lambda: runtime.init_ray(cfg.ray),
                               code=runtime.code_version())
     files = []
