@@ -542,11 +542,12 @@ def test_entrypoint_paths_reach_every_node(item):
     module, cfg_path, overrides = entrypoint(doc)
     cfg = dataset_config(doc) if module == "jobs.build_dataset" else train_config(doc)
     keys = {"jobs.build_dataset": ["output.path", "source.path"],
-            "jobs.train": ["data.path", "run.storage_path", "base.checkpoint"]}[module]
+            "jobs.train": ["data.path", "run.storage_path", "model.base.checkpoint"]}[module]
     tree = {k: v for k, v in (o.split("=", 1) for o in overrides)}
     for key in keys:
-        section, field = key.split(".")
-        value = getattr(getattr(cfg, section), field)
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
         assert value, f"{key} is empty"
         if "://" in value:
             continue

@@ -79,7 +79,7 @@ def test_a_registered_model_loads_anywhere_once_its_source_folders_are_gone(tmp_
     exp = tracking.experiment("portable", uri)
     src = tmp_path / "src"
     save_base(components.random_base(BaseConfig(size="tiny", seed=5)), src / "base")
-    width = components.random_base(_spec()).dit.cfg.cross_attention_dim
+    width = components.random_base(_spec().base).dit.cfg.cross_attention_dim
     components.tiny_dino(width, 28, seed=7).save_pretrained(src / "dino")
     with mlflow.start_run(experiment_id=exp) as run:
         for sub in ("vae", "transformer"):

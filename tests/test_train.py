@@ -133,7 +133,7 @@ def test_train_registers_a_model_whose_lineage_reaches_the_dataset(dataset, serv
     # seeded base it started from; the S-T weights are not their initial values.
     state = _final_state(runs, "lineage")
     spec = _spec(data)
-    assert state["base_fingerprint"] == components.fingerprint(components.random_base(spec).dit.state_dict())
+    assert state["base_fingerprint"] == components.fingerprint(components.random_base(spec.base).dit.state_dict())
     initial_st = components.cpu_state_dict(components.build(spec).model.st_layers)
     assert state["st_fingerprint"] != components.fingerprint(initial_st)
 
