@@ -147,11 +147,13 @@ def pretrain_cfg(cfg: AblateConfig, uri: str, data_path: str) -> tuple[PretrainC
     return replace(p, output_path=str(Path(cfg.output_path).resolve() / f"base-{key}"), mlflow=_store(p.mlflow, uri)), key
 
 
-def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: str, alias: str) -> TrainConfig:
-    """The fine-tuning of one variant: the pretrained base and its condition encoder, frozen."""
+def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: dict, alias: str) -> TrainConfig:
+    """The fine-tuning of one variant: the pretrained base (`base`: pretrain_base's result) and the
+    condition encoder it was trained with, both frozen."""
     f, p = cfg.finetune, cfg.pretrain.model
     t = replace(f, data=replace(f.data, path=data_path),
-                model=replace(f.model, base=replace(p.base, checkpoint=base), condition=p.condition),
+                model=replace(f.model, base=replace(p.base, checkpoint=base["output"]),
+                              condition=replace(p.condition, model=base["condition"])),
                 run=replace(f.run, storage_path=str(Path(cfg.output_path).resolve() / "runs")),
                 ray=cfg.ray, mlflow=_store(f.mlflow, uri), registry=RegistryConfig(cfg.name, alias))
     t = config_lib.apply(t, overrides)
@@ -177,7 +179,7 @@ def switches(variant: Variant | None, time_shift: float) -> dict:
     """The table's component columns of a variant (None = the per-frame base)."""
     if variant is None:
         return {"aligned queries": "-", "shared noise": "no", "S-T attention": "none (per frame)",
-                "image tokens": "-", "time shift": f"{time_shift:g}"}
+                "image tokens": "-", "time shift": "1 (official)"}
     d = dict(config_lib.parse_override(a) for a in variant.dataset)
     t = dict(config_lib.parse_override(a) for a in variant.train)
     mark = lambda ok: "yes" if ok else "no"  # noqa: E731
@@ -239,12 +241,12 @@ def _register(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, weights: Pat
 
 def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
     """Register the per-frame baseline: zero S-T layers (ShapeGen4D == the frozen base, frame by
-    frame) and independent noise per frame."""
+    frame), sampled as the official base samples: independent noise per frame, no time shift."""
     from safetensors.torch import save_file
 
     from jobs import ingest
 
-    tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False)))
+    tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False, time_shift=1.0)))
     comps = components.build(train.make_spec(tcfg, ingest.open_dataset(data_path)))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / registry.ST_WEIGHTS
@@ -285,7 +287,8 @@ def frame_stats(clips: list[dict], key: str = "chamfer_aligned") -> dict:
 # ---------------------------------------------------------------------------------- report
 
 COLUMNS = [("chamfer", "CD ↓"), ("chamfer_aligned", "CD aligned ↓"), ("chamfer_aligned_nonempty", "CD aligned, non-empty frames ↓"),
-           ("empty_frames", "empty frames ↓"), ("fscore_aligned", "F@0.02 ↑"), ("iou_aligned", "IoU ↑"), ("jitter", "jitter ↓")]
+           ("empty_frames", "empty frames ↓"), ("fscore_aligned", "F@0.02 ↑"), ("iou_aligned", "IoU ↑"), ("jitter", "jitter ↓"),
+           ("conditioning_gap", "cond. gap ↑")]
 
 
 def table(rows: list[dict], metric: str) -> tuple[str, str]:
@@ -395,7 +398,7 @@ def main(cfg: AblateConfig) -> dict:
     for v in cfg.variants:
         data_path = datasets[tuple(v.dataset)]
         weights, sampling = split_overrides(v)
-        tcfg = train_cfg(cfg, uri, weights, data_path, base["output"], alias=f"run-{key_of(v.dataset, weights)}")
+        tcfg = train_cfg(cfg, uri, weights, data_path, base, alias=f"run-{key_of(v.dataset, weights)}")
         trained = stage(f"train:{tcfg.run.name}", lambda tcfg=tcfg: _train(tcfg))
         vcfg = config_lib.apply(replace(tcfg, registry=RegistryConfig(cfg.name, v.name)), sampling)
 
@@ -409,7 +412,7 @@ def main(cfg: AblateConfig) -> dict:
     time_shift = cfg.finetune.model.flow.time_shift
     rows_meta = [(v.name, v.label, switches(v, time_shift)) for v in cfg.variants]
     if cfg.baseline:
-        tcfg = train_cfg(cfg, uri, [], aligned, base["output"], alias="per-frame-base")
+        tcfg = train_cfg(cfg, uri, [], aligned, base, alias="per-frame-base")
         models["per-frame-base"] = stage(f"model:per-frame-base:{key_of(tcfg)}", lambda: per_frame_base(cfg, tcfg, aligned))
         rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, time_shift)))
 

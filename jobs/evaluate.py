@@ -35,8 +35,12 @@ Protocol (what one evaluation is):
    `silhouette_iou_registered` after the model's own pose registration to the masks
    (pipelines.registration, what predict returns); `silhouette_iou_true_camera` the canonical
    meshes through the camera the row was rendered with (the ceiling registration aims at).
+   Conditioning gap (does the output depend on the video?): `chamfer_other_clips` is the mean,
+   over the OTHER evaluated clips, of the frame-by-frame Chamfer of the prediction to that clip's
+   ground truth, and `conditioning_gap` that minus the same Chamfer to the clip's own ground
+   truth (`gap_points` samples per frame; > 0 and its interval above 0 = the video is read).
 5. Protocol digest: sha256 of (dataset digest, split, the requested sample_ids, the metric config
-   without `workers`, seed/steps/mesh_resolution). Two evaluations are comparable only when their
+   without `workers`, gap_points, seed/steps/mesh_resolution). Two evaluations are comparable only when their
    protocol digests are equal and both evaluated every clip.
 
 A clip whose ground truth cannot be rebuilt (source asset missing or changed, a stage error) or
@@ -126,6 +130,9 @@ class EvaluateConfig:
     seed: int = 0  # clip i's draw k is generated with seed + i + k * (number of clips): its own per clip and draw
     seeds: int = 3  # generation draws per clip (the rows of a table need several to be told apart)
     bootstrap: int = 2000  # resamples of the clips for each summary metric's 95% interval (0 = none)
+    # Surface samples per frame for `conditioning_gap` (Chamfer to other clips' ground truth minus
+    # to the clip's own: > 0 when the output depends on the video); 0 = not computed.
+    gap_points: int = 2000
     steps: int = 0  # 0 = the model's default
     mesh_resolution: int = 0  # 0 = the model's default
     metrics: MetricConfig = field(default_factory=MetricConfig)
@@ -167,6 +174,7 @@ class Clip:
 _CLIP_COLUMNS = ["sample_id", "uid", "source", "source_sha256", "animation_index", "clip_index", "split",
                  "frame_times", "normalization", "camera"]
 SILHOUETTE_KEYS = ["silhouette_iou_front", "silhouette_iou_registered", "silhouette_iou_true_camera"]
+GAP_KEYS = ["chamfer_other_clips", "conditioning_gap"]  # conditioning_gaps()
 
 
 def split_shards(info, split: str, limit: int = 0) -> list[str]:
@@ -269,8 +277,8 @@ def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tup
     m = config_lib.to_dict(cfg.metrics)
     m.pop("workers", None)  # threads do not change a result
     proto = {"dataset_digest": dataset_digest, "split": cfg.split, "sample_ids": [c.sample_id for c in clips],
-             "metrics": m, "generation": {"seed": cfg.seed, "seeds": cfg.seeds, "steps": cfg.steps,
-                                          "mesh_resolution": cfg.mesh_resolution}}
+             "metrics": m, "gap_points": cfg.gap_points,
+             "generation": {"seed": cfg.seed, "seeds": cfg.seeds, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}}
     return proto, config_lib.digest(proto)[:32]
 
 
@@ -337,6 +345,8 @@ class Evaluation:
     summary_ci: dict = field(default_factory=dict)  # metric -> [low, high], 95% (module doc)
     run_id: str = ""
     previews: dict[str, str] = field(default_factory=dict)  # sample_id -> local folder (pipelines.export.write_sequence)
+    # (sample_id, draw) -> per predicted frame, gap_points surface samples (None: empty frame); not reported
+    samples: dict[tuple[str, int], list] = field(default_factory=dict, repr=False)
 
     @property
     def evaluated(self) -> int:
@@ -375,6 +385,8 @@ def _evaluate_draw(cfg: EvaluateConfig, ev: Evaluation, ref: ModelRef, model, cl
         t1 = time.time()
         res = metrics.evaluate_clip(pred, gt, cfg.metrics)
         res["summary"].update(silhouettes(rows, frames, clip))
+        if cfg.gap_points:
+            ev.samples[(clip.sample_id, draw)] = [metrics.sample_points(v, f, cfg.gap_points, cfg.metrics.seed) for v, f in pred]
         met_s = time.time() - t1
         if draw == 0 and preview_dir and len(ev.previews) < cfg.output.previews and "vertices_camera" in rows[0]:
             stage = "preview"
@@ -439,7 +451,10 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
     from jobs.runtime import hms
     from pipelines.errors import AssetError
 
+    from pipelines import metrics
+
     gt_builder = GroundTruth(dataset_config(info.manifest, cfg.data.source_path))
+    gt_samples: dict[str, list] = {}  # sample_id -> per frame (samples, tree), for the conditioning gap
     gt_builder.prepare([c.uid for c in clips])
     evals = [Evaluation(ref, role) for ref, role, _ in models]
     params = {"seed": cfg.seed, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}
@@ -460,6 +475,9 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
             err = ("ground_truth", "internal_error", traceback.format_exc())
             log.error("ground truth of %s failed:\n%s", clip.sample_id, err[2])
         gt_s = time.time() - t0
+        if gt is not None and cfg.gap_points:
+            pts = [metrics.sample_points(v, f, cfg.gap_points, cfg.metrics.seed + 1) for v, f in gt]
+            gt_samples[clip.sample_id] = [(p, None if p is None else metrics.nn_tree(p)) for p in pts]
         status = []
         for ev, (ref, _, model) in zip(evals, models):
             for draw in range(max(cfg.seeds, 1)):  # every clip has an entry per draw, ok or error
@@ -475,8 +493,34 @@ def evaluate_models(cfg: EvaluateConfig, info, clips: list[Clip], models: list[t
         log.info("[%d/%d %3.0f%%] %s: ground truth %.1f s | %s | elapsed %s, ETA %s", i, len(clips), 100 * i / len(clips),
                  clip.sample_id, gt_s, "; ".join(status), hms(elapsed), hms(elapsed / i * (len(clips) - i)))
     for ev in evals:
+        conditioning_gaps(ev, gt_samples, cfg.metrics.workers)
         ev.summary, ev.summary_ci = summarize(ev.clips, cfg.bootstrap, cfg.seed)
     return evals
+
+
+def conditioning_gaps(ev: Evaluation, gt_samples: dict[str, list], workers: int = 1) -> None:
+    """Each ok entry's `chamfer_other_clips` (mean over the OTHER clips j of the frame-by-frame
+    Chamfer of its prediction to clip j's ground truth) and `conditioning_gap` (that minus the
+    same Chamfer to its own clip's ground truth), on gap_points samples per frame. A model that
+    ignores its video makes the same shape for every clip: gap ~ 0."""
+    from pipelines import metrics
+
+    ids = sorted(gt_samples)
+    if len(ids) < 2:
+        return
+    clips = [gt_samples[i] for i in ids]
+    for c in ev.clips:
+        pred = ev.samples.get((c["sample_id"], c.get("draw", 0)))
+        if c["status"] != "ok" or pred is None or c["sample_id"] not in gt_samples:
+            continue
+        cds = metrics.frame_chamfers(pred, clips, workers)
+        own = ids.index(c["sample_id"])
+        others = np.delete(cds, own)
+        others = others[~np.isnan(others)]
+        if math.isnan(cds[own]) or not len(others):
+            continue
+        c["summary"]["chamfer_other_clips"] = float(others.mean())
+        c["summary"]["conditioning_gap"] = float(others.mean() - cds[own])
 
 
 def report(ev: Evaluation, cfg: EvaluateConfig, info, proto: dict, proto_digest: str) -> tuple[dict, str]:
@@ -615,7 +659,7 @@ def main(cfg: EvaluateConfig) -> Result:
         if not cand.name:
             raise EvaluationError(f"promote=true needs a registered model version (models:/name@alias or "
                                   f"models:/name/<version>), got {cfg.model}")
-        valid = summary_keys(cfg.metrics, info.dims["T"])
+        valid = summary_keys(cfg.metrics, info.dims["T"]) + (GAP_KEYS if cfg.gap_points else [])
         if cfg.promote_metric not in valid:
             raise EvaluationError(f"promote_metric {cfg.promote_metric!r} is not a summary metric of this "
                                   f"protocol; choose one of {valid}")

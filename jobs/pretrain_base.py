@@ -4,7 +4,11 @@ The real Step1X-3D weights cannot be downloaded everywhere, so the small-scale r
 trains its own frozen prior, as the paper's base was trained: (1) the VecSet VAE on single
 frames of the shards (SDF regression on the uniform + near-surface samples, KL), then (2) the
 base DiT on single frames (flow matching on the VAE's latents, DINOv2 condition of the frame's
-rendered view). The result is written in the release layout that `build_base` + the loader
+rendered view), training the condition encoder with it (`train_condition`): a small base must
+learn to read the image, which a frozen random encoder does not let it. The trained encoder is
+written to <output_path>/condition (`model.condition.model` of the fine-tuning), and the result
+reports how much the DiT reads the image (`condition_use`: flow loss with each frame's own image
+vs another frame's). The result is written in the release layout that `build_base` + the loader
 read (`model.base.checkpoint=<output.path>` in the training job), logged to MLflow and registered as a
 base model. Each phase checkpoints every `checkpoint_every` steps and a re-run resumes it;
 a finished phase is skipped. Exit status: 0 done, 1 could not run, 2 bad config key.
@@ -28,13 +32,14 @@ from jobs.registry import RegistryConfig
 from jobs.tracking import MlflowConfig
 from model import build_base, flow
 from model.base import BaseConfig
-from model.condition import ConditionConfig
+from model.condition import ConditionConfig, preprocess
 from model.st_layer import STConfig
 from model.checkpoint import load_base, save_base
 from model.fit import base_as_clip_model, vae_loss
 from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.pretrain_base")
+CONDITION = "condition"  # <output_path>/condition: the trained encoder (Hugging Face layout)
 
 
 @dataclass
@@ -65,6 +70,11 @@ class PretrainConfig:
     num_surface_points: int = 2048  # per frame, seeded subset
     num_sdf_points: int = 4096  # per frame, half uniform volume / half near-surface
     kl_weight: float = 1e-3
+    # Train the condition encoder with the DiT (both frozen afterwards; written to
+    # <output_path>/condition for model.condition.model). A randomly initialised encoder left
+    # frozen carries too little of the image for the base to read it. false = keep the given
+    # encoder as it is (e.g. a pretrained DINOv2).
+    train_condition: bool = True
     vae: PhaseConfig = field(default_factory=PhaseConfig)
     dit: PhaseConfig = field(default_factory=PhaseConfig)
     output_path: str = "out/base-tiny"
@@ -194,6 +204,21 @@ def register(registry: RegistryConfig, run_info, digest: str) -> str:
     return f"models:/{name}/{mv.version}"
 
 
+@torch.no_grad()
+def condition_use(model, x0: torch.Tensor, tokens, count: int, flow_cfg: flow.FlowConfig, seed: int,
+                  n: int = 256) -> dict[str, float]:
+    """Flow loss of n frames with their own image vs with another frame's (same noise and times,
+    no condition dropout): how much the trained DiT reads the image (equal = not at all)."""
+    rng = np.random.default_rng(seed + 1)
+    i = rng.choice(count, min(n, count), replace=False)
+    other = np.roll(i, 1)
+    cfg = dataclasses.replace(flow_cfg, cond_dropout=0.0)
+    x = x0[torch.from_numpy(i).to(x0.device)][:, None]
+    own = flow.loss(model, x, tokens(i)[:, None], cfg, generator=torch.Generator(x0.device).manual_seed(seed))
+    swapped = flow.loss(model, x, tokens(other)[:, None], cfg, generator=torch.Generator(x0.device).manual_seed(seed))
+    return {"loss_own_image": float(own), "loss_other_image": float(swapped)}
+
+
 def main(cfg: PretrainConfig) -> dict:
     import mlflow
 
@@ -234,7 +259,7 @@ def main(cfg: PretrainConfig) -> dict:
         vae.requires_grad_(False)
 
         # Latents of every frame once (posterior means), scaled to unit std like a release's
-        # z_scale_factor, and the condition tokens of every frame's image.
+        # z_scale_factor.
         with torch.no_grad():
             means = torch.cat([vae.encode(to(_subset(frames.surface[i:i + 64], cfg.num_surface_points, rng)),
                                           to(frames.queries[i:i + 64]), sample=False)[1]
@@ -242,23 +267,39 @@ def main(cfg: PretrainConfig) -> dict:
             scale = float(1.0 / means.std().clamp_min(1e-6))
             vae.cfg = dataclasses.replace(vae.cfg, z_scale_factor=scale)
             x0 = means * scale
-            # clip_len=1: the base learns single frames, each recentred by its own box (as the official loader does).
-            cond = torch.cat([conditioner(torch.from_numpy(frames.images[i:i + 64]), clip_len=1)
-                              for i in range(0, frames.count, 64)])
         model = base_as_clip_model(dit)
+        encoder = conditioner.encoder.requires_grad_(cfg.train_condition)
+
+        def tokens(i: np.ndarray) -> torch.Tensor:
+            # clip_len=1: the base learns single frames, each recentred by its own box (as the
+            # official loader does); fine-tuning then boxes each clip as a whole.
+            return conditioner.tokens(preprocess(torch.from_numpy(frames.images[i]), m.condition, clip_len=1).to(device))
 
         def dit_step(step: int):
-            i = torch.from_numpy(rng.integers(0, frames.count, cfg.dit.batch_frames)).to(device)
-            return flow.loss(model, x0[i][:, None], cond[i][:, None], m.flow, generator=g), {}
+            i = rng.integers(0, frames.count, cfg.dit.batch_frames)
+            return flow.loss(model, x0[torch.from_numpy(i).to(device)][:, None], tokens(i)[:, None], m.flow, generator=g), {}
 
-        dit_metrics = Phase("dit", dit, cfg.dit, work).run(dit_step, cfg.log_every, sink)
+        trained = torch.nn.ModuleDict({"dit": dit, "condition": encoder}) if cfg.train_condition else dit
+        # Its own state file: a run that switches train_condition does not resume the other's.
+        phase = Phase("dit-condition" if cfg.train_condition else "dit", trained, cfg.dit, work)
+        dit_metrics = phase.run(dit_step, cfg.log_every, sink)
+        encoder.requires_grad_(False).eval()
+        use = condition_use(model, x0, tokens, frames.count, m.flow, cfg.seed)
+        log.info("flow loss with each frame's own image %.4f, with another frame's %.4f",
+                 use["loss_own_image"], use["loss_other_image"])
+        sink({f"dit.{k}": v for k, v in use.items()}, phase.step)
         save_base(base, out)
+        if cfg.train_condition:
+            encoder.save_pretrained(out / CONDITION)
         check = load_base(build_base(m.base.name, m.base.size), out)  # what consumers will load
         assert check.vae.cfg.z_scale_factor == scale
-        for sub in ("vae", "transformer"):
+        for sub in ("vae", "transformer", *([CONDITION] if cfg.train_condition else [])):
             mlflow.log_artifacts(str(out / sub), artifact_path=f"base/{sub}")
         result = {"output": str(out.resolve()), "run_id": run.info.run_id, "frames": frames.count,
-                  "z_scale_factor": scale, "vae": vae_metrics, "dit": dit_metrics, "wall_s": time.time() - t0,
+                  # the encoder fine-tuning must read the images with (model.condition.model)
+                  "condition": str((out / CONDITION).resolve()) if cfg.train_condition else m.condition.model,
+                  "z_scale_factor": scale, "vae": vae_metrics, "dit": dit_metrics, "condition_use": use,
+                  "wall_s": time.time() - t0,
                   "sha256": components.base_reference(BaseConfig(checkpoint=str(out)))["sha256"]}
         mlflow.log_metrics({"wall_s": result["wall_s"], "z_scale_factor": scale})
         mlflow.log_dict(result, "result.json")

@@ -158,6 +158,10 @@ class ImageConditioner(nn.Module):
     def forward(self, frames_THWc: torch.Tensor, clip_len: int | None = None) -> torch.Tensor:
         """uint8 frames [T,H,W,3|4] of one clip (or of clips of clip_len frames each, see
         preprocess) -> tokens [T,N,K] (CLS + patches; registers dropped)."""
-        pixels = preprocess(frames_THWc, self.cfg, clip_len).to(next(self.encoder.parameters()))
-        hidden = self.encoder(pixel_values=pixels).last_hidden_state
+        return self.tokens(preprocess(frames_THWc, self.cfg, clip_len))
+
+    def tokens(self, pixels_T3SS: torch.Tensor) -> torch.Tensor:
+        """Preprocessed frames -> tokens [T,N,K], differentiable: the small-scale base trains its
+        encoder with the DiT (jobs.pretrain_base) before both are frozen."""
+        hidden = self.encoder(pixel_values=pixels_T3SS.to(next(self.encoder.parameters()))).last_hidden_state
         return torch.cat([hidden[:, :1], hidden[:, 1 + self.num_registers :]], dim=1)

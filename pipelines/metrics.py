@@ -282,6 +282,29 @@ def nearest_distances(tree: cKDTree, points: np.ndarray, order: np.ndarray, work
     return out
 
 
+def frame_chamfers(pred_frames: Sequence[np.ndarray | None], clips: Sequence[Sequence[tuple[np.ndarray, cKDTree]]],
+                   workers: int = 1) -> np.ndarray:
+    """[len(clips)] the Chamfer distance (sum of the two directional mean nearest distances) of
+    each predicted frame's samples to each clip's samples of the SAME frame index, averaged over
+    frames. `clips`: per clip, per frame (samples, nn_tree(samples)), or (None, None). Empty
+    frames (None) on either side are left out; NaN where no frame pair is left."""
+    out = np.full(len(clips), math.nan)
+    pred = [(p, nn_tree(p)) for p in pred_frames if p is not None]
+    kept = [t for t, p in enumerate(pred_frames) if p is not None]
+    for j, clip in enumerate(clips):
+        cds = []
+        for (p, p_tree), t in zip(pred, kept):
+            if t >= len(clip):
+                break
+            g, g_tree = clip[t]
+            if g is None:
+                continue
+            cds.append(g_tree.query(p, workers=workers)[0].mean() + p_tree.query(g, workers=workers)[0].mean())
+        if cds:
+            out[j] = float(np.mean(cds))
+    return out
+
+
 class _Surface:
     """One mesh with its samples, KD-tree and ray-casting scene, built once and reused."""
 

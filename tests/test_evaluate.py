@@ -179,6 +179,39 @@ def test_promotion_rule():
         registry.decide(0.1, 0.2, "smaller")
 
 
+def test_conditioning_gap_is_zero_on_average_for_a_model_that_ignores_its_video_and_positive_for_one_that_reads_it():
+    """Analytic clips: spheres of different radii and centres over 3 frames. Predicting each clip's
+    own shapes gives a gap equal to the mean Chamfer to the other clips (own CD 0 up to sampling);
+    predicting one shape for every clip gives gaps that sum to exactly 0 over the clips."""
+    from pipelines import metrics, shapes
+
+    v, f = shapes.uv_sphere(1.0, 12, 24)
+    clips = {f"c{i}": [(v * (0.3 + 0.15 * i) + np.array([0.1 * i, 0.05 * t, 0.0]), f) for t in range(3)] for i in range(4)}
+    samples = lambda frames, seed: [metrics.sample_points(a, b, 1500, seed) for a, b in frames]  # noqa: E731
+    gt = {k: [(p, metrics.nn_tree(p)) for p in samples(fr, 1)] for k, fr in clips.items()}
+
+    def gaps(pred_of):
+        ev = evaluate.Evaluation(registry.ModelRef("u", "u", "", "", ""), "candidate")
+        for k in clips:
+            ev.clips.append({"sample_id": k, "draw": 0, "status": "ok", "summary": {}})
+            ev.samples[(k, 0)] = samples(pred_of(k), 2)
+        evaluate.conditioning_gaps(ev, gt)
+        return np.array([c["summary"]["conditioning_gap"] for c in ev.clips]), ev
+
+    reads, ev = gaps(lambda k: clips[k])
+    assert (reads > 0.05).all(), reads
+    own = np.array([c["summary"]["chamfer_other_clips"] for c in ev.clips]) - reads
+    assert (own < 0.1).all(), own  # two samplings of 1,500 points of the same surface
+    ignores, _ = gaps(lambda k: clips["c1"])
+    assert abs(ignores.sum()) < 1e-9 and (ignores > 0).any() and (ignores < 0).any(), ignores
+    # Empty predicted frames are left out; an all-empty prediction gets no gap.
+    ev = evaluate.Evaluation(registry.ModelRef("u", "u", "", "", ""), "candidate")
+    ev.clips = [{"sample_id": "c0", "draw": 0, "status": "ok", "summary": {}}]
+    ev.samples[("c0", 0)] = [None, None, None]
+    evaluate.conditioning_gaps(ev, gt)
+    assert "conditioning_gap" not in ev.clips[0]["summary"]
+
+
 def test_ground_truth_rebuild_is_the_mesh_the_shards_were_sampled_from(dataset):
     import open3d as o3d
 

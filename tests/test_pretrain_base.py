@@ -16,6 +16,7 @@ from jobs import pretrain_base
 from model import build_base
 from model.base import BaseConfig
 from model.checkpoint import FILES, load_base
+from model.condition import ConditionConfig, ImageConditioner
 from pipelines import analytic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,12 @@ def test_pretrained_base_learns_loads_strictly_resumes_and_is_registered(dataset
     assert build_base("step1x3d", "tiny").vae.cfg.z_scale_factor == 1.0  # the size table is untouched
     ref = components.base_reference(BaseConfig(checkpoint=str(out)))
     assert ref["sha256"] == result["sha256"] and set(ref["sha256"]) == set(FILES.values())
+    # The condition encoder trained with the DiT: saved beside the base, loadable, moved off its init.
+    assert result["condition"] == str((out / pretrain_base.CONDITION).resolve())
+    trained = ImageConditioner.from_pretrained(ConditionConfig(model=result["condition"], image_size=28)).encoder
+    init = components.tiny_dino(32, 28, 0)
+    assert not all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), init.state_dict().values()))
+    assert set(result["condition_use"]) == {"loss_own_image", "loss_other_image"}
 
     # Re-running finds both phases finished: nothing trains, the weights are byte-identical.
     before = {rel: (out / rel).read_bytes() for rel in FILES.values()}
