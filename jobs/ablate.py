@@ -34,7 +34,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 
 from jobs import build_dataset, components, evaluate, pretrain_base, registry, tracking, train
@@ -136,7 +136,7 @@ def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> tuple[Data
     key = key_of(build_dataset.content_config(d))
     name = f"{'+'.join(overrides).replace('/', '_') or 'aligned'}-{key}"
     d = replace(d, output=replace(d.output, path=str(Path(cfg.output_path).resolve() / "datasets" / name)))
-    job = DatasetJobConfig(**{f.name: getattr(d, f.name) for f in fields(DatasetConfig)}, ray=cfg.ray)
+    job = DatasetJobConfig(**build_dataset.dataset_sections(d), ray=cfg.ray)
     return replace(job, mlflow=_store(job.mlflow, uri)), name
 
 

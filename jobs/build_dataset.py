@@ -27,10 +27,15 @@ class DatasetJobConfig(DatasetConfig):
     mlflow: tracking.MlflowConfig = field(default_factory=lambda: tracking.MlflowConfig(experiment="shapegen4d-datasets"))
 
 
+def dataset_sections(cfg: DatasetConfig) -> dict:
+    """The sections of DatasetConfig, as they are in `cfg` (a DatasetConfig or a DatasetJobConfig)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DatasetConfig)}
+
+
 def dataset_part(cfg: DatasetConfig) -> DatasetConfig:
     """The dataset's own config, without the job's sections: what pipelines/ receives (and what the
     asset processes unpickle: a DatasetJobConfig of `python -m jobs.build_dataset` lives in __main__)."""
-    return DatasetConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DatasetConfig)})
+    return DatasetConfig(**dataset_sections(cfg))
 
 
 def content_config(cfg: DatasetConfig) -> dict:

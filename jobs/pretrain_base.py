@@ -215,11 +215,12 @@ def condition_use(model, x0: torch.Tensor, tokens, count: int, flow_cfg: flow.Fl
     no condition dropout): how much the trained DiT reads the image (equal = not at all)."""
     rng = np.random.default_rng(seed + 1)
     i = rng.choice(count, min(n, count), replace=False)
-    other = np.roll(i, 1)
     cfg = dataclasses.replace(flow_cfg, cond_dropout=0.0)
     x = x0[torch.from_numpy(i).to(x0.device)][:, None]
-    own = flow.loss(model, x, tokens(i)[:, None], cfg, generator=torch.Generator(x0.device).manual_seed(seed))
-    swapped = flow.loss(model, x, tokens(other)[:, None], cfg, generator=torch.Generator(x0.device).manual_seed(seed))
+    own_tokens = tokens(i)[:, None]
+    own = flow.loss(model, x, own_tokens, cfg, generator=torch.Generator(x0.device).manual_seed(seed))
+    # each frame with the image of the frame before it in the draw
+    swapped = flow.loss(model, x, own_tokens.roll(1, 0), cfg, generator=torch.Generator(x0.device).manual_seed(seed))
     return {"loss_own_image": float(own), "loss_other_image": float(swapped)}
 
 
@@ -278,6 +279,11 @@ def main(cfg: PretrainConfig) -> dict:
             # clip_len=1: the base learns single frames, each recentred by its own box (as the
             # official loader does); fine-tuning then boxes each clip as a whole.
             return conditioner.tokens(preprocess(torch.from_numpy(frames.images[i]), m.condition, clip_len=1).to(device))
+
+        if not cfg.train_condition:  # a frozen encoder's tokens are the same every step: encode each frame once
+            with torch.no_grad():
+                frozen = torch.cat([tokens(np.arange(s, min(s + 64, frames.count))) for s in range(0, frames.count, 64)])
+            tokens = lambda i: frozen[torch.from_numpy(i).to(device)]  # noqa: E731
 
         def dit_step(step: int):
             i = rng.integers(0, frames.count, cfg.dit.batch_frames)
