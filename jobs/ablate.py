@@ -250,7 +250,7 @@ def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict
     comps = components.build(train.make_spec(tcfg, ingest.open_dataset(data_path)))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / registry.ST_WEIGHTS
-        save_file(components.cpu_state_dict(comps.model.st_layers), str(weights))
+        save_file(components.cpu_state_dict(comps.model.trained_weights()), str(weights))
         return _register(cfg, tcfg, data_path, weights, "per-frame-base", {"baseline": "per-frame base"})
 
 

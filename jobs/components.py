@@ -17,7 +17,8 @@ import torch
 from jobs import config as config_lib
 from model import build_base
 from model.base import Base, BaseConfig
-from model.checkpoint import FILES, load_base
+from model import checkpoint
+from model.checkpoint import load_base
 from model.condition import ConditionConfig, ImageConditioner
 from model.flow import FlowConfig
 from model.shapegen4d import ShapeGen4D, ShapeGen4DConfig
@@ -166,7 +167,7 @@ def base_reference(cfg: BaseConfig) -> dict:
     """The base of a logged model: seeded random init (shipped inside the model), or a reference."""
     if not cfg.checkpoint:
         return {"random_init": True, "seed": cfg.seed}
-    return {"random_init": False, **reference(cfg.checkpoint, list(FILES.values()))}
+    return {"random_init": False, **reference(cfg.checkpoint, checkpoint.files(cfg.name))}
 
 
 def condition_reference(cfg: ConditionConfig) -> dict | None:

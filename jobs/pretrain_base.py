@@ -35,7 +35,7 @@ from model.base import BaseConfig
 from model.condition import ConditionConfig, preprocess
 from model.st_layer import STConfig
 from model.checkpoint import load_base, save_base
-from model.fit import base_as_clip_model, vae_loss
+from model.fit import PerFrameBase, vae_loss
 from jobs.runtime import hms
 
 log = logging.getLogger("shapegen4d.pretrain_base")
@@ -272,7 +272,7 @@ def main(cfg: PretrainConfig) -> dict:
             scale = float(1.0 / means.std().clamp_min(1e-6))
             vae.cfg = dataclasses.replace(vae.cfg, z_scale_factor=scale)
             x0 = means * scale
-        model = base_as_clip_model(dit)
+        model = PerFrameBase(dit)
         encoder = conditioner.encoder.requires_grad_(cfg.train_condition)
 
         def tokens(i: np.ndarray) -> torch.Tensor:

@@ -61,7 +61,7 @@ class SampleConfig:
     """What the registered model's predict() uses by default (overridable per call)."""
 
     steps: int = 30
-    guidance: float = 7.5
+    guidance: float | None = None  # None = the base's official CFG scale (Step1X-3D 7.5, Hunyuan3D-2.1 5.0)
     window: int = 16
     overlap: int = 4
     mesh_resolution: int = 256
@@ -130,7 +130,7 @@ def load_pipeline(folder: Path, device: str | None = None, base_uri: str | None 
     cref = meta.get("condition")
     cond_folder = _verified("condition", cref, condition_uri, CONDITION_URI_ENV) if cref else folder / "condition"
     comps = components.build(spec, device, condition_folder=str(cond_folder) if cond_folder.is_dir() else None, base=base)
-    load_strict(comps.model.st_layers, load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
+    load_strict(comps.model.trained_weights(), load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
     comps.model.to(device)
     sample = SampleConfig(**meta["sample"])
     fcfg = dataclasses.replace(spec.flow, steps=sample.steps, guidance=sample.guidance)
@@ -174,7 +174,8 @@ def predict(pipeline, meta: dict, frames, params: dict | None = None) -> list[di
     cfg = pipeline.cfg
     if "steps" in params or "guidance" in params:
         pipeline.cfg = dataclasses.replace(cfg, flow=dataclasses.replace(
-            cfg.flow, steps=int(params.get("steps", cfg.flow.steps)), guidance=float(params.get("guidance", cfg.flow.guidance))))
+            cfg.flow, steps=int(params.get("steps", cfg.flow.steps)),
+            guidance=float(params["guidance"]) if "guidance" in params else cfg.flow.guidance))
     if "mesh_resolution" in params:
         pipeline.cfg = dataclasses.replace(pipeline.cfg, mesh=dataclasses.replace(cfg.mesh, resolution=int(params["mesh_resolution"])))
     try:

@@ -162,7 +162,7 @@ def train_func(loop_cfg: dict) -> None:
             engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=False)  # frozen base is not in it
             state = read_state(Path(d))
         step = state["step"]
-        loaded = _gathered(engine.module.st_layers, cfg.deepspeed.stage, components.cpu_state_dict)
+        loaded = _gathered(engine.module.trained_weights(), cfg.deepspeed.stage, components.cpu_state_dict)
         if components.fingerprint(loaded) != state["st_fingerprint"]:
             raise RuntimeError(f"checkpoint {ckpt.path}: S-T weights after loading differ from those saved at step {step}")
         if rank == 0:
@@ -219,7 +219,7 @@ def train_func(loop_cfg: dict) -> None:
                              metrics["samples_per_s"], metrics["memory_gb"], hms(eta))
                     metrics_sink.log(metrics, step)
                 if is_ckpt:
-                    weights = _gathered(engine.module.st_layers, cfg.deepspeed.stage, components.cpu_state_dict)
+                    weights = _gathered(engine.module.trained_weights(), cfg.deepspeed.stage, components.cpu_state_dict)
                     state = {"step": step, "metrics": metrics, "st_fingerprint": components.fingerprint(weights)}
                     if step == cfg.train.steps:  # proof for the record that the frozen base did not move
                         state["base_fingerprint"] = _gathered(

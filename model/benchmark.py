@@ -1,7 +1,7 @@
-"""Speed and memory of ShapeGen4D: `python -m model.benchmark [--size tiny|full|tiny,full] ...`.
+"""Speed and memory of ShapeGen4D: `python -m model.benchmark [--base step1x3d|hunyuan3d21] [--size tiny|full|tiny,full] ...`.
 
-Builds ShapeGen4D over `build_base("step1x3d", size).dit` (random weights: speed does not
-depend on them) and times, per clip batch:
+Builds ShapeGen4D over `build_base(base, size).dit` (random weights: speed does not depend on
+them) and times, per clip batch:
 - a denoising step: one forward of the CFG pair (2B clips, no grad), exactly what
   flow.sample runs per Euler step;
 - a training step: flow.loss forward + backward + AdamW step over the S-T parameters.
@@ -9,8 +9,9 @@ Prints the median seconds, the peak memory (CUDA: max_memory_allocated per phase
 process's peak RSS, which only grows, so the training figure includes everything before it),
 parameter counts and ratios. Not a test: numbers depend on the machine.
 
-Cost note: every S-T layer attends jointly over T * (N + L) tokens (16 * 2394 = 38,304 at the
-defaults), so it dominates and grows quadratically in frames and tokens. The full model on
+Cost note: every S-T layer attends jointly over T * (N + L) tokens (Step1X-3D at the paper's
+1024 latents: 16 * 2394 = 38,304; Hunyuan3D-2.1 at its 4096: 16 * 5466 = 87,456), so it
+dominates and grows quadratically in frames and tokens. `--latents 0` = the base's release count. The full model on
 CPU would take hours per step: it refuses unless --allow-slow-cpu.
 """
 from __future__ import annotations
@@ -26,18 +27,19 @@ from dataclasses import dataclass
 import torch
 
 from model import flow
-from model.base import build_base
+from model.base import MODULES, build_base
 from model.shapegen4d import ShapeGen4D
 
 
 @dataclass
 class BenchConfig:
+    base: str = "step1x3d"
     size: str = "tiny"
     device: str = "cpu"
     dtype: str = "fp32"  # bf16 = autocast (weights and AdamW state stay fp32)
     clips: int = 1  # B
     frames: int = 16  # T
-    latents: int = 1024  # L
+    latents: int = 1024  # L; 0 = the base's release count (2048 / 4096)
     tokens: int = 1370  # N image tokens per frame (DINOv2-L at 518 px: CLS + 37^2)
     repeats: int = 5
     warmup: int = 1
@@ -76,7 +78,7 @@ def _median_s(fn, cfg: BenchConfig) -> float:
 def run(size: str, cfg: BenchConfig) -> dict[str, float]:
     torch.manual_seed(0)
     with torch.device(cfg.device):  # build in place: the full model is 2.2B parameters
-        model = ShapeGen4D(build_base("step1x3d", size).dit)
+        model = ShapeGen4D(build_base(cfg.base, size).dit)
     C, K = model.base.cfg.in_channels, model.base.cfg.cross_attention_dim
     B, T, L, N = cfg.clips, cfg.frames, cfg.latents, cfg.tokens
     x0_BTLC = torch.randn(B, T, L, C, device=cfg.device)
@@ -94,7 +96,7 @@ def run(size: str, cfg: BenchConfig) -> dict[str, float]:
     @torch.no_grad()
     def denoise():
         with autocast():
-            model(torch.cat([x0_BTLC, x0_BTLC]), torch.full((2 * B,), 500.0, device=cfg.device),
+            model(torch.cat([x0_BTLC, x0_BTLC]), torch.full((2 * B,), 0.5, device=cfg.device),
                   torch.cat([torch.zeros_like(cond_BTNK), cond_BTNK]))
 
     model.eval()
@@ -121,6 +123,7 @@ def run(size: str, cfg: BenchConfig) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", default="step1x3d", choices=["step1x3d", "hunyuan3d21"])
     p.add_argument("--size", default="tiny", help="tiny, full, or tiny,full")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -136,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         torch.set_num_threads(a.threads)
     cfg = BenchConfig(**{k: v for k, v in vars(a).items() if k in BenchConfig.__dataclass_fields__ and k != "size"})
     mem = "CUDA max_memory_allocated" if a.device.startswith("cuda") else "process peak RSS"
-    print(f"ShapeGen4D benchmark: device={cfg.device} dtype={cfg.dtype} B={cfg.clips} T={cfg.frames} "
+    if not cfg.latents:
+        cfg.latents = MODULES[cfg.base][1].adapter.release_latents
+    print(f"ShapeGen4D benchmark: base={cfg.base} device={cfg.device} dtype={cfg.dtype} B={cfg.clips} T={cfg.frames} "
           f"L={cfg.latents} N={cfg.tokens} repeats={cfg.repeats} "
           f"threads={torch.get_num_threads()} (median; memory = {mem})")
     print(f"S-T attention length per clip: T*(N+L) = {cfg.frames * (cfg.tokens + cfg.latents)} tokens")

@@ -149,10 +149,12 @@ class ImageConditioner(nn.Module):
 
     @classmethod
     def from_pretrained(cls, cfg: ConditionConfig) -> "ImageConditioner":
-        from transformers import Dinov2WithRegistersModel
+        # AutoModel: DINOv2 with registers (Step1X-3D) or without (Hunyuan3D-2.1, facebook/dinov2-large),
+        # as the folder's config.json says; register tokens, if any, are dropped below.
+        from transformers import AutoModel
 
         local = os.path.isdir(cfg.model)
-        return cls(Dinov2WithRegistersModel.from_pretrained(cfg.model, local_files_only=local), cfg)
+        return cls(AutoModel.from_pretrained(cfg.model, local_files_only=local), cfg)
 
     @torch.no_grad()
     def forward(self, frames_THWc: torch.Tensor, clip_len: int | None = None) -> torch.Tensor:

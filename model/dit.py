@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.adapter import STEP1X3D
+
 
 @dataclass
 class DiTConfig:
@@ -213,11 +215,19 @@ class FluxDenoiser(nn.Module):
     """The release's wrapper: its weights live under `dit_model.`."""
 
     Config = DiTConfig
+    adapter = STEP1X3D
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.cfg = cfg
         self.dit_model = FluxTransformer(cfg)
+
+    def block_count(self) -> int:
+        return self.cfg.num_layers + self.cfg.num_single_layers
+
+    def forward_blocks(self, x_BLC, t_B, cond_BNK, after_block=None) -> torch.Tensor:
+        """See FluxTransformer.forward_blocks: `after_block(i, x_BLD, c_BND, temb_BD) -> (x, c)`."""
+        return self.dit_model.forward_blocks(x_BLC, t_B, cond_BNK, after_block)
 
     def forward(self, x_BLC: torch.Tensor, t_B: torch.Tensor, cond_BNK: torch.Tensor) -> torch.Tensor:
         """Velocity (noise - data) [B,L,C] at time t in [0, 1000] given DINOv2 tokens [B,N,1024]."""

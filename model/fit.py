@@ -9,17 +9,13 @@ callers pass shard columns as they are. Shapes: B shapes, N surface points, L qu
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-
-from model.dit import FluxDenoiser
-from model.vae import VecSetVAE
 
 
 def vae_loss(
-    vae: VecSetVAE,
+    vae: nn.Module,  # a base's VAE (model.vae.VecSetVAE, model.hunyuan_vae.ShapeVAE)
     surface_BN6: torch.Tensor,
     queries_BL6: torch.Tensor,
     points_BM3: torch.Tensor,
@@ -38,22 +34,25 @@ def vae_loss(
     pred_BM = vae.query(points_BM3, vae.decode(z_BLC))[..., 0]
     target_BM = -sdf_neg_inside_BM.to(pred_BM.dtype)  # shard convention -> the VAE's (positive inside)
     sdf = F.mse_loss(pred_BM.float(), target_BM.float())
-    kl = VecSetVAE.kl(mean_BLC.float(), logvar_BLC.float()).mean()
+    kl = vae.kl(mean_BLC.float(), logvar_BLC.float()).mean()
     with torch.no_grad():
         sign_acc = ((pred_BM > 0) == (target_BM > 0)).float().mean()
     return sdf + kl_weight * kl, {"sdf": sdf.detach(), "kl": kl.detach(), "sign_acc": sign_acc}
 
 
-def base_as_clip_model(dit: FluxDenoiser) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The base DiT with flow.loss / flow.sample's clip signature, every frame on its own.
+class PerFrameBase:
+    """The base DiT as a flow.ClipModel (canonical sigma in, canonical velocity out), every frame
+    on its own, through its base's adapter.
 
-    Pretraining the 3D prior is then `flow.loss(base_as_clip_model(dit), x0_B1LC, cond_B1NK, cfg)`
+    Pretraining the 3D prior is then `flow.loss(PerFrameBase(dit), x0_B1LC, cond_B1NK, cfg)`
     with T = 1 clips (one shape each): no code of its own to drift from the 4D loss.
     """
 
-    def model(x_BTLC: torch.Tensor, t_B: torch.Tensor, cond_BTNK: torch.Tensor) -> torch.Tensor:
-        B, T, L, C = x_BTLC.shape
-        out = dit(x_BTLC.reshape(B * T, L, C), t_B.repeat_interleave(T), cond_BTNK.flatten(0, 1))
-        return out.view(B, T, L, C)
+    def __init__(self, dit: nn.Module):
+        self.dit, self.adapter = dit, dit.adapter
 
-    return model
+    def __call__(self, x_BTLC: torch.Tensor, sigma_B: torch.Tensor, cond_BTNK: torch.Tensor) -> torch.Tensor:
+        B, T, L, C = x_BTLC.shape
+        t = self.adapter.model_time(sigma_B).repeat_interleave(T)
+        out = self.dit(x_BTLC.reshape(B * T, L, C), t, cond_BTNK.flatten(0, 1))
+        return self.adapter.velocity(out).view(B, T, L, C)

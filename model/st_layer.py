@@ -61,11 +61,11 @@ class STLayer(nn.Module):
         nn.init.zeros_(self.norm.linear.bias[: 2 * D])
 
     def forward(
-        self, x_BTLD: torch.Tensor, c_BTND: torch.Tensor, temb_BD: torch.Tensor, frames_T: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns updated (latents, image tokens). `frames_T`: frame indices (default 0..T-1)."""
+        self, x_BTLD: torch.Tensor, c_BTND: torch.Tensor | None, temb_BD: torch.Tensor, frames_T: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns updated (latents, image tokens). `frames_T`: frame indices (default 0..T-1).
+        `c_BTND` None: no image tokens to attend to (they are passed through untouched otherwise)."""
         B, T, L, D = x_BTLD.shape
-        N = c_BTND.shape[2]
         frames_T = torch.arange(T, device=x_BTLD.device) if frames_T is None else frames_T
         if self.cfg.temporal_only:
             # Each latent index is its own length-T sequence; image tokens are left out.
@@ -73,13 +73,14 @@ class STLayer(nn.Module):
             h, gate = self.norm(tokens, temb_BD.repeat_interleave(L, dim=0))
             out = self._mix(h, gate, frames_T)
             return x_BTLD + out.view(B, L, T, D).permute(0, 2, 1, 3), c_BTND
-        use_c = self.cfg.use_image_tokens
+        use_c = self.cfg.use_image_tokens and c_BTND is not None
         per_frame = torch.cat([c_BTND, x_BTLD], dim=2) if use_c else x_BTLD  # [B, T, N+L | L, D]
         P = per_frame.shape[2]
         h, gate = self.norm(per_frame.reshape(B, T * P, D), temb_BD)
         out = self._mix(h, gate, frames_T.repeat_interleave(P)).view(B, T, P, D)
         if not use_c:
             return x_BTLD + out, c_BTND
+        N = c_BTND.shape[2]
         return x_BTLD + out[:, :, N:], c_BTND + out[:, :, :N]
 
     def _mix(self, h_BSD: torch.Tensor, gate: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:

@@ -63,41 +63,65 @@ def _heads(x_BLF: torch.Tensor, heads: int, parts: int) -> list[torch.Tensor]:
     return [c.transpose(1, 2) for c in chunks]  # each [B, heads, L, head_dim]
 
 
+class QKNorm(nn.Module):
+    """Per-head LayerNorm (with bias) of queries and keys before the dot product.
+
+    Hunyuan3D-2.1 uses it (qk_norm=True); Step1X-3D does not. Attention modules hold it under the
+    name `attention`, which gives the release's keys `attn.attention.q_norm.weight` and so on.
+    """
+
+    def __init__(self, head_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.q_norm = nn.LayerNorm(head_dim, eps=eps)
+        self.k_norm = nn.LayerNorm(head_dim, eps=eps)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q_norm(q), self.k_norm(k)
+
+
 class SelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, qk_norm: bool = False):
         super().__init__()
         self.heads = heads
         self.c_qkv = nn.Linear(width, 3 * width, bias=False)
         self.c_proj = nn.Linear(width, width)
+        self.attention = QKNorm(width // heads) if qk_norm else None
 
     def forward(self, x_BLD: torch.Tensor) -> torch.Tensor:
         q, k, v = _heads(self.c_qkv(x_BLD), self.heads, 3)
+        if self.attention is not None:
+            q, k = self.attention(q, k)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
         return self.c_proj(out)
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, qk_norm: bool = False):
         super().__init__()
         self.heads = heads
         self.c_q = nn.Linear(width, width, bias=False)
         self.c_kv = nn.Linear(width, 2 * width, bias=False)
         self.c_proj = nn.Linear(width, width)
+        self.attention = QKNorm(width // heads) if qk_norm else None
 
     def forward(self, x_BLD: torch.Tensor, data_BND: torch.Tensor) -> torch.Tensor:
         (q,) = _heads(self.c_q(x_BLD), self.heads, 1)
         k, v = _heads(self.c_kv(data_BND), self.heads, 2)
+        if self.attention is not None:
+            q, k = self.attention(q, k)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
         return self.c_proj(out)
 
 
 class SelfAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int):
+    """Pre-norm block. `eps` is the block LayerNorms' (Step1X 1e-5, Hunyuan3D-2.1 1e-6)."""
+
+    def __init__(self, width: int, heads: int, qk_norm: bool = False, eps: float = 1e-5):
         super().__init__()
-        self.attn = SelfAttention(width, heads)
-        self.ln_1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads, qk_norm=qk_norm)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.mlp = MLP(width)
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -105,13 +129,13 @@ class SelfAttentionBlock(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, qk_norm: bool = False, eps: float = 1e-5):
         super().__init__()
-        self.attn = CrossAttention(width, heads)
-        self.ln_1 = nn.LayerNorm(width)
-        self.ln_2 = nn.LayerNorm(width)
+        self.attn = CrossAttention(width, heads, qk_norm=qk_norm)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.mlp = MLP(width)
-        self.ln_3 = nn.LayerNorm(width)
+        self.ln_3 = nn.LayerNorm(width, eps=eps)
 
     def forward(self, x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), self.ln_2(data))
@@ -119,9 +143,9 @@ class CrossAttentionBlock(nn.Module):
 
 
 class Perceiver(nn.Module):
-    def __init__(self, width: int, heads: int, layers: int):
+    def __init__(self, width: int, heads: int, layers: int, qk_norm: bool = False, eps: float = 1e-5):
         super().__init__()
-        self.resblocks = nn.ModuleList(SelfAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(SelfAttentionBlock(width, heads, qk_norm, eps) for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:

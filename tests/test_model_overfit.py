@@ -203,7 +203,9 @@ def _run():
         sched.step()
     model.eval()
     after = fixed_draw_loss(model, x0_BTLC, cond_BTNK)
-    zero_velocity = fixed_draw_loss(lambda x, t, c: torch.zeros_like(x), x0_BTLC, cond_BTNK)
+    zero = lambda x, sigma, c: torch.zeros_like(x)  # noqa: E731
+    zero.adapter = model.adapter  # a flow.ClipModel: what the flow reads of its base
+    zero_velocity = fixed_draw_loss(zero, x0_BTLC, cond_BTNK)
     t_st = time.perf_counter() - t_start - t_vae
 
     # 4. Sample the batch, decode, compare.

@@ -15,7 +15,7 @@ from jobs import config as config_lib
 from jobs import pretrain_base
 from model import build_base
 from model.base import BaseConfig
-from model.checkpoint import FILES, load_base
+from model.checkpoint import files, load_base
 from model.condition import ConditionConfig, ImageConditioner
 from pipelines import analytic
 
@@ -64,7 +64,7 @@ def test_pretrained_base_learns_loads_strictly_resumes_and_is_registered(dataset
     assert base.vae.cfg.z_scale_factor == pytest.approx(result["z_scale_factor"])
     assert build_base("step1x3d", "tiny").vae.cfg.z_scale_factor == 1.0  # the size table is untouched
     ref = components.base_reference(BaseConfig(checkpoint=str(out)))
-    assert ref["sha256"] == result["sha256"] and set(ref["sha256"]) == set(FILES.values())
+    assert ref["sha256"] == result["sha256"] and set(ref["sha256"]) == set(files("step1x3d"))
     # The condition encoder trained with the DiT: saved beside the base, loadable, moved off its init.
     assert result["condition"] == str((out / pretrain_base.CONDITION).resolve())
     trained = ImageConditioner.from_pretrained(ConditionConfig(model=result["condition"], image_size=28)).encoder
@@ -73,7 +73,7 @@ def test_pretrained_base_learns_loads_strictly_resumes_and_is_registered(dataset
     assert set(result["condition_use"]) == {"loss_own_image", "loss_other_image"}
 
     # Re-running finds both phases finished: nothing trains, the weights are byte-identical.
-    before = {rel: (out / rel).read_bytes() for rel in FILES.values()}
+    before = {rel: (out / rel).read_bytes() for rel in files("step1x3d")}
     again = pretrain_base.main(_cfg(dataset, out, tracking))
     assert again["vae"] == {} and again["dit"] == {}
     assert all((out / rel).read_bytes() == data for rel, data in before.items())

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from jobs import components, registry
 from jobs.registry import RegistryConfig, SampleConfig
 from model.base import BaseConfig
-from model.checkpoint import FILES, save_base
+from model.checkpoint import LAYOUTS, save_base
 from model.condition import ConditionConfig
 
 SAMPLE = SampleConfig(steps=2, guidance=2.0, window=4, overlap=1, mesh_resolution=16)
@@ -36,7 +36,7 @@ def _pack(tmp_path, spec: components.ModelConfig):
 def test_a_packed_model_reloads_its_weights_and_generates_a_sequence(tmp_path):
     folder, trained = _pack(tmp_path, _spec())
     pipeline, meta = registry.load_pipeline(folder, device="cpu")
-    assert meta["base"]["random_init"] and (folder / "base" / FILES["dit"]).is_file()
+    assert meta["base"]["random_init"] and (folder / "base" / LAYOUTS["step1x3d"]["dit"][0]).is_file()
     loaded = components.cpu_state_dict(pipeline.model.st_layers)
     assert components.fingerprint(loaded) == components.fingerprint(components.cpu_state_dict(trained.st_layers))
     frames = np.random.default_rng(0).integers(0, 256, (6, 20, 30, 4), dtype=np.uint8)  # 6 > window 4
