@@ -30,11 +30,11 @@ from jobs import components, ingest, tracking
 from jobs import config as config_lib
 from jobs.registry import RegistryConfig
 from jobs.tracking import MlflowConfig
-from model import build_base, flow
+from model import build_base, checkpoint, flow
+from model.checkpoint import load_base, save_base
 from model.base import BaseConfig
 from model.condition import ConditionConfig, preprocess
 from model.st_layer import STConfig
-from model.checkpoint import load_base, save_base
 from model.fit import PerFrameBase, vae_loss
 from jobs.runtime import hms
 
@@ -303,14 +303,15 @@ def main(cfg: PretrainConfig) -> dict:
             encoder.save_pretrained(out / CONDITION)
         check = load_base(build_base(m.base.name, m.base.size), out)  # what consumers will load
         assert check.vae.cfg.z_scale_factor == scale
-        for sub in ("vae", "transformer", *([CONDITION] if cfg.train_condition else [])):
+        subs = sorted({Path(rel).parts[0] for rel in checkpoint.files(m.base.name)})
+        for sub in (*subs, *([CONDITION] if cfg.train_condition else [])):
             mlflow.log_artifacts(str(out / sub), artifact_path=f"base/{sub}")
         result = {"output": str(out.resolve()), "run_id": run.info.run_id, "frames": frames.count,
                   # the encoder fine-tuning must read the images with (model.condition.model)
                   "condition": str((out / CONDITION).resolve()) if cfg.train_condition else m.condition.model,
                   "z_scale_factor": scale, "vae": vae_metrics, "dit": dit_metrics, "condition_use": use,
                   "wall_s": time.time() - t0,
-                  "sha256": components.base_reference(BaseConfig(checkpoint=str(out)))["sha256"]}
+                  "sha256": components.base_reference(BaseConfig(name=m.base.name, checkpoint=str(out)))["sha256"]}
         mlflow.log_metrics({"wall_s": result["wall_s"], "z_scale_factor": scale})
         mlflow.log_dict(result, "result.json")
         if cfg.registry.name:

@@ -133,7 +133,9 @@ def load_pipeline(folder: Path, device: str | None = None, base_uri: str | None 
     load_strict(comps.model.trained_weights(), load_file(str(folder / ST_WEIGHTS)), str(folder / ST_WEIGHTS))
     comps.model.to(device)
     sample = SampleConfig(**meta["sample"])
-    fcfg = dataclasses.replace(spec.flow, steps=sample.steps, guidance=sample.guidance)
+    # sample.guidance None: the training spec's, itself None = the base's official scale.
+    fcfg = dataclasses.replace(spec.flow, steps=sample.steps,
+                               guidance=spec.flow.guidance if sample.guidance is None else sample.guidance)
     gcfg = GenerateConfig(num_latents=spec.num_latents, window=sample.window, overlap=sample.overlap, flow=fcfg,
                           mesh=MeshConfig(resolution=sample.mesh_resolution))
     return VideoTo4D(comps.conditioner, comps.model, comps.base.vae, gcfg), meta
