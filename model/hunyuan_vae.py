@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from model.vae import CrossAttentionBlock, FourierEmbedder, Perceiver, VecSetVAE
+from model.vae import CrossAttentionBlock, Decoder, FourierEmbedder, Perceiver, VecSetVAE
 
 BLOCK_EPS = 1e-6  # the blocks' LayerNorms (ln_1/ln_2/ln_3); ln_post keeps torch's 1e-5
 
@@ -58,22 +58,6 @@ class PointEncoder(nn.Module):
         return self.ln_post(self.self_attn(latents_BLD))
 
 
-class GeoDecoder(nn.Module):
-    """SDF at query points from the decoded latent set: one cross-attention block, ln_post, output_proj."""
-
-    def __init__(self, cfg: ShapeVAEConfig, embedder: FourierEmbedder):
-        super().__init__()
-        self.embedder = embedder
-        self.query_proj = nn.Linear(embedder.out_dim, cfg.width)
-        self.cross_attn_decoder = CrossAttentionBlock(cfg.width, cfg.heads, qk_norm=True, eps=BLOCK_EPS)
-        self.ln_post = nn.LayerNorm(cfg.width)
-        self.output_proj = nn.Linear(cfg.width, 1)
-
-    def forward(self, xyz_BM3: torch.Tensor, latents_BLD: torch.Tensor) -> torch.Tensor:
-        query_BMD = self.query_proj(self.embedder(xyz_BM3).to(latents_BLD.dtype))
-        return self.output_proj(self.ln_post(self.cross_attn_decoder(query_BMD, latents_BLD)))
-
-
 def _flagged(points_BN6: torch.Tensor, flag: float) -> torch.Tensor:
     return torch.cat([points_BN6, points_BN6.new_full((*points_BN6.shape[:-1], 1), flag)], dim=-1)
 
@@ -89,7 +73,7 @@ class ShapeVAE(nn.Module):
         self.pre_kl = nn.Linear(cfg.width, 2 * cfg.embed_dim)
         self.post_kl = nn.Linear(cfg.embed_dim, cfg.width)
         self.transformer = Perceiver(cfg.width, cfg.heads, cfg.num_decoder_layers, qk_norm=True, eps=BLOCK_EPS)
-        self.geo_decoder = GeoDecoder(cfg, self.fourier_embedder)
+        self.geo_decoder = Decoder(cfg, self.fourier_embedder, qk_norm=True, eps=BLOCK_EPS)
 
     def encode(
         self,

@@ -187,19 +187,20 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """SDF at query points from the decoded latent set: one cross-attention block."""
+    """SDF at query points from the decoded latent set: one cross-attention block, ln_post,
+    output_proj (Hunyuan3D-2.1's `geo_decoder` is the same with qk_norm)."""
 
-    def __init__(self, cfg: VAEConfig, embedder: FourierEmbedder):
+    def __init__(self, cfg: VAEConfig, embedder: FourierEmbedder, qk_norm: bool = False, eps: float = 1e-5):
         super().__init__()
         self.embedder = embedder
         self.query_proj = nn.Linear(embedder.out_dim, cfg.width)
-        self.cross_attn_decoder = CrossAttentionBlock(cfg.width, cfg.heads)
+        self.cross_attn_decoder = CrossAttentionBlock(cfg.width, cfg.heads, qk_norm=qk_norm, eps=eps)
         self.ln_post = nn.LayerNorm(cfg.width)
         self.output_proj = nn.Linear(cfg.width, 1)
 
     def forward(self, xyz_BM3: torch.Tensor, latents_BLD: torch.Tensor) -> torch.Tensor:
-        x = self.cross_attn_decoder(self.query_proj(self.embedder(xyz_BM3)), latents_BLD)
-        return self.output_proj(self.ln_post(x))
+        query_BMD = self.query_proj(self.embedder(xyz_BM3).to(latents_BLD.dtype))
+        return self.output_proj(self.ln_post(self.cross_attn_decoder(query_BMD, latents_BLD)))
 
 
 def fps_queries(points_BN6: torch.Tensor, n: int) -> torch.Tensor:
