@@ -28,7 +28,8 @@ Protocol (what one evaluation is):
    out of a mean, an infinite one (an empty predicted frame gives CD inf) makes it inf. Each
    summary metric also gets a 95% interval (`summary_ci`): a percentile bootstrap that resamples
    CLIPS with replacement (`bootstrap` times) and averages all draws of the clips drawn, because
-   draws of one clip are not independent of each other. `empty_frame_rate` is the share of
+   draws of one clip are not independent of each other; its bounds are order statistics of the
+   resample means, so a metric that is inf in some resamples gets an inf bound, never NaN. `empty_frame_rate` is the share of
    predicted frames without a face, over every clip and draw.
    Silhouettes (mean over frames of the IoU with the video's object mask, the row's alpha):
    `silhouette_iou_front` the canonical meshes seen from the front, as without registration;
@@ -440,7 +441,10 @@ def summarize(entries: list[dict], n_boot: int, seed: int = 0) -> tuple[dict, di
             sums, counts = vals[picks, 0].sum(1), vals[picks, 1].sum(1)
             means = sums / counts
         means = means[~np.isnan(means)]
-        ci[k] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if len(means) else [math.nan] * 2
+        # Order statistics, not interpolation: between two infinite resample means (a mean over
+        # an empty frame's CD) interpolation is inf - inf = NaN; an attained mean is inf or finite.
+        ci[k] = ([float(np.percentile(means, 2.5, method="lower")), float(np.percentile(means, 97.5, method="higher"))]
+                 if len(means) else [math.nan] * 2)
     return summary, ci
 
 

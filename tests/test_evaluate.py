@@ -403,3 +403,17 @@ def test_cli_exit_status(store, tmp_path):
     unregistered = _run([*base, "model=models:/nosuch@candidate"], cwd=tmp_path)
     assert unregistered.returncode == 1 and "not found" in unregistered.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_bootstrap_interval_of_a_metric_with_an_empty_frame_is_inf_not_nan():
+    """One clip of five has an empty predicted frame (CD inf): the mean is inf, and the interval
+    keeps the resamples without that clip finite instead of interpolating inf - inf = NaN."""
+    entries = [{"sample_id": f"c{i}", "status": "ok", "empty_pred_frames": int(i == 0), "num_frames": 4,
+                "summary": {"chamfer_aligned": math.inf if i == 0 else 0.1 * (i + 1), "iou_aligned": 0.5}}
+               for i in range(5)]
+    summary, ci = evaluate.summarize(entries, n_boot=2000, seed=0)
+    assert summary["chamfer_aligned"] == math.inf
+    lo, hi = ci["chamfer_aligned"]
+    assert 0.2 <= lo <= 0.5 and hi == math.inf  # attained resample means: finite low, inf high
+    assert ci["iou_aligned"] == [0.5, 0.5]
+    assert all(not math.isnan(v) for pair in ci.values() for v in pair)
