@@ -137,7 +137,7 @@ def load_pipeline(folder: Path, device: str | None = None, base_uri: str | None 
     fcfg = dataclasses.replace(spec.flow, steps=sample.steps,
                                guidance=spec.flow.guidance if sample.guidance is None else sample.guidance)
     gcfg = GenerateConfig(num_latents=spec.num_latents, window=sample.window, overlap=sample.overlap, flow=fcfg,
-                          mesh=MeshConfig(resolution=sample.mesh_resolution))
+                          mesh=MeshConfig(resolution=sample.mesh_resolution, bounds=comps.model.adapter.mesh_bounds))
     return VideoTo4D(comps.conditioner, comps.model, comps.base.vae, gcfg), meta
 
 

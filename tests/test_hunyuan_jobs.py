@@ -96,7 +96,9 @@ def test_pretrain_train_generate_and_evaluate_over_the_hunyuan_base(dataset, tmp
     frames, _ = read_frames(VideoConfig(dataset=str(dataset), split="test"))
     meshes = model.predict(frames, params={"seed": 0})
     assert len(meshes) == len(frames) == 4
-    loaded = model.unwrap_python_model().pipeline.model
+    pipeline = model.unwrap_python_model().pipeline
+    assert pipeline.cfg.mesh.bounds == 1.01  # the Hunyuan pipeline's box_v, from the base's adapter
+    loaded = pipeline.model
     assert type(loaded.base).__name__ == "HunyuanDiT" and loaded.image_in is not None
     initial = components.build(train.make_spec(tcfg, ingest.open_dataset(str(dataset)))).model
     assert components.fingerprint(components.cpu_state_dict(loaded.trained_weights())) == state["st_fingerprint"]
