@@ -36,3 +36,20 @@ def test_preprocess_composites_pads_and_normalises():
     torch.testing.assert_close(x[0, :, 14, 14], white)  # transparent -> background
     with pytest.raises(ValueError, match="uint8"):
         preprocess(torch.zeros(1, 4, 4, 3), cfg)
+
+
+def test_a_plain_dinov2_folder_gives_cls_plus_patches(tmp_path):
+    """Hunyuan3D-2.1 reads facebook/dinov2-large (no registers, hy3dshape's DinoImageEncoder keeps
+    the CLS token): the same conditioner loads it by its config.json and keeps every token."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=56, patch_size=14)
+    Dinov2Model(cfg).save_pretrained(tmp_path)
+    cond = ImageConditioner.from_pretrained(ConditionConfig(model=str(tmp_path), image_size=56))
+    assert type(cond.encoder).__name__ == "Dinov2Model"
+    frames = torch.randint(0, 256, (2, 40, 70, 4), dtype=torch.uint8)
+    tokens = cond(frames)
+    assert tokens.shape == (2, 1 + 4 * 4, 32)
+    assert torch.equal(tokens, cond.encoder(pixel_values=preprocess(frames, cond.cfg)).last_hidden_state)
