@@ -31,6 +31,12 @@ defaults, e.g. `lr=3e-3,batch=8` or `width=128,embed_dim=16`:
                `tsdf` option) | bce (occupancy logits, Step1X-3D's `occupancy` option) | l1
   tau          tsdf truncation (default 0.05)
   near_weight  weight of the near-surface points in the mse loss (uniform points weigh 1)
+  queries      uniform queries per frame: an FPS subset of the stored ones (0 = all stored)
+  sharp_queries  sharp-edge queries per frame through the sharp branch, FPS subset (-1 = all
+               stored, 0 = none); sharp_surface 1/0: the sharp-edge surface points in or out.
+               With a dataset built with both query sets, `queries=128,sharp_queries=128` vs
+               `queries=256,sharp_queries=0` is the latent split at a fixed latent count
+               (issue 14 part 5; the FPS subset is per frame, which a VAE, frame by frame, allows)
 
 Metrics (test frames, posterior mean, a fixed surface subset per frame): sign accuracy on the
 shard's `sdf_volume` points (uniform in the cube), on its `sdf_near` points (split by their noise
@@ -72,7 +78,7 @@ log = logging.getLogger("shapegen4d.vae_quality")
 
 # jobs/configs/ablate.yaml's pretrain section (vae phase) and PretrainConfig's defaults.
 DEFAULTS = dict(steps=0, lr=1e-3, batch=16, warmup=20, kl=1e-3, sample=1, surface_points=2048, sdf_points=4096,
-                loss="mse", tau=0.05, near_weight=1.0, seed=0)
+                loss="mse", tau=0.05, near_weight=1.0, seed=0, queries=0, sharp_queries=-1, sharp_surface=1)
 VAE_KEYS = {"width": "width", "heads": "heads", "embed_dim": "embed_dim", "enc_layers": "num_encoder_layers",
             "dec_layers": "num_decoder_layers", "num_freqs": "num_freqs"}
 
@@ -107,10 +113,26 @@ def build_vae(run: dict) -> VecSetVAE:
         return VecSetVAE(dataclasses.replace(base.vae.cfg, **over))
 
 
-def variant_loss(vae: VecSetVAE, surface, queries, pts_sdf_near, run: dict):
+def _fps_each(queries_FQ6: np.ndarray, n: int) -> np.ndarray:
+    """An FPS subset of n of every frame's queries (all when n <= 0 or n >= Q)."""
+    from pipelines.queries import fps
+
+    if n <= 0 or n >= queries_FQ6.shape[1]:
+        return queries_FQ6
+    return np.stack([q[fps(q[:, :3], n, tree_height=3)] for q in queries_FQ6])
+
+
+def run_inputs(surface, queries, sharp_surface, sharp_queries, run: dict) -> tuple:
+    """The encoder inputs of frames under a run's query split (numpy; sharp sets may be None)."""
+    nq, ns = int(run["queries"]), int(run["sharp_queries"])
+    sharp_q = None if sharp_queries is None or ns == 0 else _fps_each(sharp_queries, ns)
+    return surface, _fps_each(queries, nq), sharp_surface if run["sharp_surface"] else None, sharp_q
+
+
+def variant_loss(vae: VecSetVAE, inputs: tuple, pts_sdf_near, run: dict):
     """Like model.fit.vae_loss (same sign flip, same KL), with the run's loss / near weighting."""
     points, sdf_neg, near = pts_sdf_near[..., :3], pts_sdf_near[..., 3], pts_sdf_near[..., 4]
-    z, mean, logvar = vae.encode(surface, queries, sample=bool(run["sample"]))
+    z, mean, logvar = vae.encode(*inputs, sample=bool(run["sample"]))
     pred = vae.query(points, vae.decode(z))[..., 0]
     target = -sdf_neg  # positive inside
     if run["loss"] == "tsdf":
@@ -155,6 +177,8 @@ class Evaluator:
         rng = np.random.default_rng(seed)
         self.surface = _subset(frames.surface[idx], surface_points, rng)
         self.queries = frames.queries[idx]
+        self.sharp_surface = None if frames.sharp_surface is None else frames.sharp_surface[idx]
+        self.sharp_queries = None if frames.sharp_queries is None else frames.sharp_queries[idx]
         self.sdf = frames.sdf[idx]
         self.gt_surface = frames.surface[idx, :, :3]
         cfg = info.manifest.get("config", {}).get("sdf", {})
@@ -179,12 +203,14 @@ class Evaluator:
         return float(np.mean(cds))
 
     @torch.no_grad()
-    def __call__(self, vae: VecSetVAE, meshes: bool = True) -> dict:
+    def __call__(self, vae: VecSetVAE, run: dict, meshes: bool = True) -> dict:
         vae.eval()
-        to = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        to = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        part = lambda a, i: None if a is None else a[i:i + 16]  # noqa: E731
         preds, latents = [], []
         for i in range(0, len(self.sdf), 16):
-            _, mean, _ = vae.encode(to(self.surface[i:i + 16]), to(self.queries[i:i + 16]), sample=False)
+            inputs = run_inputs(*(part(a, i) for a in (self.surface, self.queries, self.sharp_surface, self.sharp_queries)), run)
+            _, mean, _ = vae.encode(*map(to, inputs), sample=False)
             dec = vae.decode(mean)
             preds.append(vae.query(to(self.sdf[i:i + 16, :, :3]), dec)[..., 0].numpy())
             latents.extend(dec[j:j + 1] for j in range(len(dec)))
@@ -235,7 +261,7 @@ def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eva
     torch.manual_seed(run["seed"])
     vae = build_vae(run)
     rng = np.random.default_rng(int(run["seed"]))
-    to = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    to = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     is_near = np.zeros(frames.sdf.shape[:2] + (1,), np.float32)
     is_near[:, evaluator.num_volume:] = 1.0
     sdf5 = np.concatenate([frames.sdf, is_near], axis=2)  # the flag rides along through _subset
@@ -245,8 +271,8 @@ def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eva
     def evaluate(step: int) -> None:
         clock["wall"] += time.time() - clock["t"]
         clock["cpu"] += time.process_time() - clock["c"]
-        res = evaluator(vae)
-        res["train_iou"] = train_eval(vae, meshes=False)["iou"] if train_eval is not None and step == steps else math.nan
+        res = evaluator(vae, run)
+        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None and step == steps else math.nan
         row = {"setting": name, "steps": step, "of": steps, "wall_s": clock["wall"], "cpu_s": clock["cpu"], **res}
         rows.append(row)
         print(fmt_row(row), flush=True)
@@ -256,11 +282,14 @@ def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eva
         if step in checkpoints and step:
             evaluate(step)
         i = rng.integers(0, frames.count, int(run["batch"]))
-        surface = to(_subset(frames.surface[i], int(run["surface_points"]), rng))
+        sharp = lambda a: None if a is None else a[i]  # noqa: E731
+        inputs = [to(a) for a in run_inputs(_subset(frames.surface[i], int(run["surface_points"]), rng), frames.queries[i],
+                                            sharp(frames.sharp_surface), sharp(frames.sharp_queries), run)]
         sdf = _subset(sdf5[i], int(run["sdf_points"]), rng)
-        if exact:  # jobs.pretrain_base's call, unchanged
-            return vae_loss(vae, surface, to(frames.queries[i]), to(sdf[..., :3]), to(sdf[..., 3]), kl_weight=run["kl"])
-        return variant_loss(vae, surface, to(frames.queries[i]), to(sdf), run)
+        if exact:  # jobs.pretrain_base's call
+            return vae_loss(vae, inputs[0], inputs[1], to(sdf[..., :3]), to(sdf[..., 3]), kl_weight=run["kl"],
+                            sharp_surface_BN6=inputs[2], sharp_queries_BL6=inputs[3])
+        return variant_loss(vae, inputs, to(sdf), run)
 
     cfg = PhaseConfig(steps=steps, batch_frames=int(run["batch"]), lr=run["lr"], warmup_steps=int(run["warmup"]),
                       checkpoint_every=10**9)

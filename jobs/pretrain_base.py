@@ -95,39 +95,46 @@ class Frames:
     """Every frame of the split as one array per column: F frames."""
 
     surface: np.ndarray  # [F,N,6]
-    queries: np.ndarray  # [F,Q(+Qs),6]
+    queries: np.ndarray  # [F,Q,6]
     sdf: np.ndarray  # [F,Nv+Nn,4] xyz + signed distance, negative inside
     images: np.ndarray  # [F,H,W,4] uint8
+    sharp_surface: np.ndarray | None = None  # [F,Ns,6] when the dataset has sharp-edge points
+    sharp_queries: np.ndarray | None = None  # [F,Qs,6] when it has sharp queries
 
     @property
     def count(self) -> int:
         return len(self.surface)
 
+    def encoder_inputs(self, i, num_surface_points: int, rng: np.random.Generator, to) -> tuple:
+        """(surface, queries, sharp_surface, sharp_queries) of frames `i`, as fine-tuning feeds the
+        VAE (jobs.train_loop._encode): a seeded subset of the uniform surface points, every sharp
+        point, each sharp set through the VAE's sharp branch (None where the dataset has none)."""
+        sharp = lambda a: None if a is None else to(a[i])  # noqa: E731
+        return (to(_subset(self.surface[i], num_surface_points, rng)), to(self.queries[i]),
+                sharp(self.sharp_surface), sharp(self.sharp_queries))
+
 
 def load_frames(info: ingest.DatasetInfo, split: str) -> Frames:
     import pyarrow.compute as pc
 
-    columns = ["sample_id", "split", "surface", "queries", "sdf_volume", "sdf_near"]
-    columns += [c for c in ("sharp_queries",) if c in info.manifest["columns"]]
-    parts: dict[str, list] = {"surface": [], "queries": [], "sdf": [], "images": []}
+    sharp = [c for c in ("sharp_surface", "sharp_queries") if c in info.manifest["columns"]]
+    columns = ["sample_id", "split", "surface", "queries", "sdf_volume", "sdf_near", *sharp]
+    parts: dict[str, list] = {k: [] for k in ("surface", "queries", "sdf", "images", *sharp)}
     for shard in info.manifest["shards"]:
         t = ingest.read_shard(info, shard["path"], columns)
         t = t.filter(pc.equal(t["split"], split))
         if not t.num_rows:
             continue
-        arr = lambda c: t[c].combine_chunks().to_numpy_ndarray().astype(np.float32)  # noqa: E731
-        queries = arr("queries")
-        if "sharp_queries" in t.column_names:
-            queries = np.concatenate([queries, arr("sharp_queries")], axis=2)
-        parts["surface"].append(arr("surface").reshape(-1, *arr("surface").shape[2:]))
-        parts["queries"].append(queries.reshape(-1, *queries.shape[2:]))
-        sdf = np.concatenate([arr("sdf_volume"), arr("sdf_near")], axis=2)
-        parts["sdf"].append(sdf.reshape(-1, *sdf.shape[2:]))
+        flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731  [clips, T, ...] -> [clips * T, ...]
+        arr = lambda c: flat(t[c].combine_chunks().to_numpy_ndarray().astype(np.float32))  # noqa: E731
+        for c in ("surface", "queries", *sharp):
+            parts[c].append(arr(c))
+        parts["sdf"].append(np.concatenate([arr("sdf_volume"), arr("sdf_near")], axis=1))
         videos = ingest.read_videos(info, shard["path"], split=split)
         parts["images"].append(np.concatenate([videos[sid] for sid in t["sample_id"].to_pylist()]))
     if not parts["surface"]:
         raise ValueError(f"{info.uri} has no {split!r} rows")
-    return Frames(*(np.concatenate(parts[k]) for k in ("surface", "queries", "sdf", "images")))
+    return Frames(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
 def _subset(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -256,9 +263,10 @@ def main(cfg: PretrainConfig) -> dict:
 
         def vae_step(step: int):
             i = rng.integers(0, frames.count, cfg.vae.batch_frames)
-            return vae_loss(vae, to(_subset(frames.surface[i], cfg.num_surface_points, rng)), to(frames.queries[i]),
-                            *(lambda s: (to(s[..., :3]), to(s[..., 3])))(_subset(frames.sdf[i], cfg.num_sdf_points, rng)),
-                            kl_weight=cfg.kl_weight, sample=cfg.sample_posterior)
+            surface, queries, sharp_surface, sharp_queries = frames.encoder_inputs(i, cfg.num_surface_points, rng, to)
+            sdf = _subset(frames.sdf[i], cfg.num_sdf_points, rng)
+            return vae_loss(vae, surface, queries, to(sdf[..., :3]), to(sdf[..., 3]), kl_weight=cfg.kl_weight,
+                            sample=cfg.sample_posterior, sharp_surface_BN6=sharp_surface, sharp_queries_BL6=sharp_queries)
 
         vae_metrics = Phase("vae", vae, cfg.vae, work).run(vae_step, cfg.log_every, sink)
         vae.requires_grad_(False)
@@ -266,8 +274,8 @@ def main(cfg: PretrainConfig) -> dict:
         # Latents of every frame once (posterior means), scaled to unit std like a release's
         # z_scale_factor.
         with torch.no_grad():
-            means = torch.cat([vae.encode(to(_subset(frames.surface[i:i + 64], cfg.num_surface_points, rng)),
-                                          to(frames.queries[i:i + 64]), sample=False)[1]
+            means = torch.cat([vae.encode(*frames.encoder_inputs(slice(i, i + 64), cfg.num_surface_points, rng, to),
+                                          sample=False)[1]
                                for i in range(0, frames.count, 64)])
             scale = float(1.0 / means.std().clamp_min(1e-6))
             vae.cfg = dataclasses.replace(vae.cfg, z_scale_factor=scale)

@@ -88,3 +88,30 @@ def test_pretrained_base_learns_loads_strictly_resumes_and_is_registered(dataset
     local = Path(mlflow.artifacts.download_artifacts("models:/shapegen4d-base/1"))
     pulled = load_base(build_base("step1x3d", "tiny"), local)
     assert all(torch.equal(a, b) for a, b in zip(pulled.dit.state_dict().values(), base.dit.state_dict().values()))
+
+
+def test_the_vae_sees_the_sharp_sets_as_fine_tuning_does(dataset):
+    """Sharp-edge points (and sharp queries, when built) go through the VAE's sharp branch in
+    pretraining exactly as in jobs.train_loop._encode, not appended to the uniform queries: the
+    latents a base is pretrained on are the ones its fine-tuning encodes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from jobs import ingest
+
+    info = ingest.open_dataset(str(dataset))
+    frames = pretrain_base.load_frames(info, "train")
+    assert frames.sharp_surface.shape[1:] == (64, 6) and frames.sharp_queries is None  # num_sharp_queries=0
+    assert frames.queries.shape[1:] == (32, 6)
+    table = pq.read_table(dataset / info.manifest["shards"][0]["path"], columns=["split", "sharp_surface"])
+    first = table.filter(table["split"].to_numpy(zero_copy_only=False) == "train")
+    np.testing.assert_array_equal(frames.sharp_surface[0], first["sharp_surface"].combine_chunks().to_numpy_ndarray()[0, 0])
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    i = np.array([0, 3])
+    surface, queries, sharp_surface, sharp_queries = frames.encoder_inputs(i, 100, np.random.default_rng(0), to)
+    assert surface.shape == (2, 100, 6) and torch.equal(sharp_surface, to(frames.sharp_surface[i])) and sharp_queries is None
+    vae = build_base("step1x3d", "tiny").vae.eval()
+    with torch.no_grad():
+        with_sharp = vae.encode(surface, queries, sharp_surface, sample=False)[1]
+        without = vae.encode(surface, queries, sample=False)[1]
+    assert with_sharp.shape == (2, 32, 8) and not torch.allclose(with_sharp, without)
