@@ -455,7 +455,8 @@ def main(cfg: AblateConfig) -> dict:
 
 def _notes(cfg: AblateConfig, base: dict, timings: dict, rows: list[dict]) -> str:
     t = cfg.finetune.train
-    lines = [f"- Base: pretrained here ({base['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
+    b = cfg.pretrain.model.base
+    lines = [f"- Base: {b.name} ({b.size}), pretrained here ({base['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
              f"{cfg.pretrain.dit.steps} steps), frozen; MLflow run {base['run_id']}.",
              f"- Fine-tuning: {t.steps} steps of {t.global_batch_size} clips, lr {t.lr:g}, per variant.",
              f"- Evaluation: {rows[0]['clips']} test clips; CD = sum of the two directional mean distances, "
