@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from model.vae import CrossAttentionBlock, Decoder, FourierEmbedder, Perceiver, VecSetVAE
+from model.vae import CrossAttentionBlock, Decoder, FourierEmbedder, LatentSetVAE, Perceiver
 
 BLOCK_EPS = 1e-6  # the blocks' LayerNorms (ln_1/ln_2/ln_3); ln_post keeps torch's 1e-5
 
@@ -62,7 +62,7 @@ def _flagged(points_BN6: torch.Tensor, flag: float) -> torch.Tensor:
     return torch.cat([points_BN6, points_BN6.new_full((*points_BN6.shape[:-1], 1), flag)], dim=-1)
 
 
-class ShapeVAE(nn.Module):
+class ShapeVAE(LatentSetVAE):
     Config = ShapeVAEConfig
 
     def __init__(self, cfg: ShapeVAEConfig):
@@ -98,18 +98,9 @@ class ShapeVAE(nn.Module):
         self, surface_BN7: torch.Tensor, queries_BL7: torch.Tensor, sample: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The release's encoder after its sampling step: data points [B,N,7], query points [B,L,7]."""
-        h_BLD = self.encoder(surface_BN7, queries_BL7)
-        mean_BLC, logvar_BLC = self.pre_kl(h_BLD).chunk(2, dim=-1)
-        logvar_BLC = logvar_BLC.clamp(-30.0, 20.0)  # as DiagonalGaussianDistribution
-        z = mean_BLC + torch.randn_like(mean_BLC) * torch.exp(0.5 * logvar_BLC) if sample else mean_BLC
-        return z * self.cfg.z_scale_factor, mean_BLC, logvar_BLC
-
-    def decode(self, z_BLC: torch.Tensor) -> torch.Tensor:
-        """Latent set [B,L,D] the SDF head attends to, from scaled latents."""
-        return self.transformer(self.post_kl(z_BLC / self.cfg.z_scale_factor))
+        return self.posterior(self.encoder(surface_BN7, queries_BL7), sample)
 
     def query(self, xyz_BM3: torch.Tensor, latents_BLD: torch.Tensor) -> torch.Tensor:
         """SDF [B,M,1] at points, positive inside."""
         return self.geo_decoder(xyz_BM3, latents_BLD)
 
-    kl = staticmethod(VecSetVAE.kl)

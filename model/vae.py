@@ -218,7 +218,28 @@ def fps_queries(points_BN6: torch.Tensor, n: int) -> torch.Tensor:
     return torch.gather(points_BN6, 1, idx[..., None].expand(-1, -1, points_BN6.shape[-1]))
 
 
-class VecSetVAE(nn.Module):
+class LatentSetVAE(nn.Module):
+    """What both bases' VAEs share after their encoders: the KL bottleneck (pre_kl -> diagonal
+    Gaussian -> latents scaled by z_scale_factor) and the latent-set decoder (post_kl ->
+    transformer). Subclasses own `cfg`, `pre_kl`, `post_kl`, `transformer` and their encoder/head."""
+
+    def posterior(self, h_BLD: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents z (scaled), mean, logvar) of the encoder's latent tokens."""
+        mean_BLC, logvar_BLC = self.pre_kl(h_BLD).chunk(2, dim=-1)
+        logvar_BLC = logvar_BLC.clamp(-30.0, 20.0)  # as the releases' DiagonalGaussianDistribution
+        z = mean_BLC + torch.randn_like(mean_BLC) * torch.exp(0.5 * logvar_BLC) if sample else mean_BLC
+        return z * self.cfg.z_scale_factor, mean_BLC, logvar_BLC
+
+    def decode(self, z_BLC: torch.Tensor) -> torch.Tensor:
+        """Latent set [B,L,D] the SDF head attends to, from scaled latents."""
+        return self.transformer(self.post_kl(z_BLC / self.cfg.z_scale_factor))
+
+    @staticmethod
+    def kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=(1, 2))
+
+
+class VecSetVAE(LatentSetVAE):
     Config = VAEConfig
 
     def __init__(self, cfg: VAEConfig):
@@ -240,20 +261,8 @@ class VecSetVAE(nn.Module):
         sample: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(latents z [B,L,C] (scaled), mean, logvar). L = uniform + sharp queries."""
-        h_BLD = self.encoder(surface_BN6, queries_BL6, sharp_surface_BN6, sharp_queries_BL6)
-        mean_BLC, logvar_BLC = self.pre_kl(h_BLD).chunk(2, dim=-1)
-        logvar_BLC = logvar_BLC.clamp(-30.0, 20.0)
-        z = mean_BLC + torch.randn_like(mean_BLC) * torch.exp(0.5 * logvar_BLC) if sample else mean_BLC
-        return z * self.cfg.z_scale_factor, mean_BLC, logvar_BLC
-
-    def decode(self, z_BLC: torch.Tensor) -> torch.Tensor:
-        """Latent set [B,L,D] the SDF head attends to."""
-        return self.transformer(self.post_kl(z_BLC / self.cfg.z_scale_factor))
+        return self.posterior(self.encoder(surface_BN6, queries_BL6, sharp_surface_BN6, sharp_queries_BL6), sample)
 
     def query(self, xyz_BM3: torch.Tensor, latents_BLD: torch.Tensor) -> torch.Tensor:
         """SDF [B,M,1] at points, positive inside."""
         return self.decoder(xyz_BM3, latents_BLD)
-
-    @staticmethod
-    def kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=(1, 2))
