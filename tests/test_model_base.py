@@ -120,3 +120,41 @@ def test_release_layout_round_trip_and_strict_errors(tiny, tmp_path):
         load_base(build_base("step1x3d", "tiny"), tmp_path)
     with pytest.raises(FileNotFoundError, match="vae/diffusion_pytorch_model.safetensors"):
         load_base(build_base("step1x3d", "tiny"), tmp_path / "nowhere")
+
+
+class _NotATensor:
+    pass
+
+
+def test_hunyuan_release_ckpt_is_converted_without_running_pickled_code(tmp_path):
+    """Hunyuan3D-2.1 ships pickled model.fp16.ckpt files (the DiT's a bundle {"model", "vae",
+    "conditioner"}): load_base refuses them with the convert command; `python -m model.checkpoint
+    convert` writes the safetensors layout, which loads strictly and exactly; a pickle holding
+    anything but tensors is refused (weights_only)."""
+    import subprocess
+    import sys
+
+    src = build_base("hunyuan3d21", "tiny")
+    vae_dir, dit_dir = tmp_path / "hunyuan3d-vae-v2-1", tmp_path / "hunyuan3d-dit-v2-1"
+    vae_dir.mkdir()
+    dit_dir.mkdir()
+    torch.save(src.vae.state_dict(), vae_dir / "model.fp16.ckpt")
+    torch.save({"model": src.dit.state_dict(), "vae": {"scale": torch.ones(1)}, "conditioner": {"w": torch.zeros(2)}},
+               dit_dir / "model.fp16.ckpt")
+    with pytest.raises(FileNotFoundError, match="python -m model.checkpoint convert"):
+        load_base(build_base("hunyuan3d21", "tiny"), tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "model.checkpoint", "convert", str(tmp_path)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = load_base(build_base("hunyuan3d21", "tiny"), tmp_path)
+    for part in ("vae", "dit"):
+        ours, theirs = getattr(loaded, part).state_dict(), getattr(src, part).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert loaded.vae.cfg.z_scale_factor == src.vae.cfg.z_scale_factor  # no scale file: the release's own
+
+    torch.save({"model": _NotATensor()}, dit_dir / "model.fp16.ckpt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        from model.checkpoint import convert
+
+        convert(tmp_path)
