@@ -25,14 +25,9 @@ from jobs.train_config import TrainConfig
 from model import build_base
 from model.checkpoint import files, load_base
 from pipelines import analytic
+from tests.test_evaluate import DATASET  # its tiny dataset: bending_tube and separating_parts in `test`
 
 REPO = Path(__file__).resolve().parents[1]
-# tests/test_evaluate.py's tiny dataset: bending_tube and separating_parts land in `test`.
-DATASET = ["num_frames=4", "num_surface_points=512", "num_sharp_points=64", "num_queries=32", "num_sharp_queries=16",
-           "queries.num_candidates=1024", "watertight.resolution=48", "sdf.num_volume=256", "sdf.num_near=256",
-           "render.resolution=64", "output.rows_per_shard=2", "source.min_faces=0", "ray.num_cpus=2",
-           "limits.memory_per_asset_gb=1", "watertight.min_component_ratio=0.05", "split.test=0.6", "split.val=0",
-           "output.log_to_mlflow=false"]
 HY = "model.base.name=hunyuan3d21"
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
 pytestmark = pytest.mark.timeout(1800)

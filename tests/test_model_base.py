@@ -16,16 +16,25 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # built from
 
 
 @pytest.mark.parametrize(
-    "part,ref,count",
-    [("vae", "step1x3d_geometry_vae", 191_591_553), ("dit", "step1x3d_geometry_dit_1300m", 1_316_287_808)],
+    "name,part,ref,count",
+    [("step1x3d", "vae", "step1x3d_geometry_vae", 191_591_553),
+     ("step1x3d", "dit", "step1x3d_geometry_dit_1300m", 1_316_287_808),
+     ("hunyuan3d21", "vae", "hunyuan3d21_shapevae", 327_746_177),
+     ("hunyuan3d21", "dit", "hunyuan3d21_dit", 3_050_758_720)],
 )
-def test_full_size_matches_the_release_exactly(part, ref, count):
+def test_full_size_matches_the_release_exactly(name, part, ref, count):
     with torch.device("meta"):
-        module = getattr(build_base("step1x3d", "full"), part)
+        module = getattr(build_base(name, "full"), part)
     expected = json.loads((REFERENCE / f"{ref}.params.json").read_text())["params"]
     got = {k: list(v.shape) for k, v in module.state_dict().items()}
     assert got == expected
     assert sum(p.numel() for p in module.parameters()) == count
+
+
+def test_hunyuan_release_constants():
+    with torch.device("meta"):
+        base = build_base("hunyuan3d21", "full")
+    assert base.vae.cfg.z_scale_factor == 1.0039506158752403 and base.dit.block_count() == 21
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""The Hunyuan3D-2.1-compatible denoiser: exact release parameter layout, hook contract, a
-differentiable MoE, and equality with the official HunYuanDiTPlain (when its source is given)."""
+"""The Hunyuan3D-2.1-compatible denoiser: hook contract, a differentiable MoE, and equality with
+the official HunYuanDiTPlain (when its source is given). The release parameter layout is checked
+in test_model_base."""
 import dataclasses
 import importlib
-import json
 import os
 import sys
 import types
@@ -13,7 +13,6 @@ import torch
 
 from model.hunyuan_dit import MoE, HunyuanDiT, HunyuanDiTConfig
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # built from the official code, see its README
 SRC_ENV = "SHAPEGEN4D_HUNYUAN3D21_SRC"
 TINY = HunyuanDiTConfig(
     width=64, heads=4, depth=5, in_channels=8, cross_attention_dim=32, num_moe_layers=2, num_experts=4, moe_top_k=2
@@ -39,16 +38,6 @@ def _batch(cfg=TINY, seed=0):
 def _tiny(cfg=TINY) -> HunyuanDiT:
     torch.manual_seed(0)
     return HunyuanDiT(cfg)
-
-
-def test_full_size_matches_the_release_exactly():
-    with torch.device("meta"):
-        model = HunyuanDiT(HunyuanDiTConfig())
-    expected = json.loads((REFERENCE / "hunyuan3d21_dit.params.json").read_text())["params"]
-    got = {k: list(v.shape) for k, v in model.state_dict().items()}
-    assert got == expected
-    assert sum(p.numel() for p in model.parameters()) == 3_050_758_720
-    assert model.block_count() == 21
 
 
 def test_tiny_layout_skips_and_moe_blocks():

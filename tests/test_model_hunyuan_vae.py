@@ -1,7 +1,7 @@
-"""Hunyuan3D-2.1's ShapeVAE: exact release parameter layout, the tiny model's behaviour, and equality
-with the official implementation (needs a Hunyuan3D-2.1 checkout in $SHAPEGEN4D_HUNYUAN3D21_SRC)."""
+"""Hunyuan3D-2.1's ShapeVAE: the tiny model's behaviour and equality with the official
+implementation (needs a Hunyuan3D-2.1 checkout in $SHAPEGEN4D_HUNYUAN3D21_SRC). The release
+parameter layout is checked with Step1X-3D's in test_model_base."""
 import importlib
-import json
 import os
 import sys
 import types
@@ -13,19 +13,8 @@ import torch.nn.functional as F
 
 from model.hunyuan_vae import ShapeVAE, ShapeVAEConfig
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # built from the official code, see its README
 SRC_ENV = "SHAPEGEN4D_HUNYUAN3D21_SRC"
 TINY = dict(width=64, heads=4, num_encoder_layers=2, num_decoder_layers=2, embed_dim=8)
-
-
-def test_full_size_matches_the_release_exactly():
-    with torch.device("meta"):
-        vae = ShapeVAE(ShapeVAEConfig())
-    expected = json.loads((REFERENCE / "hunyuan3d21_shapevae.params.json").read_text())["params"]
-    got = {k: list(v.shape) for k, v in vae.state_dict().items()}
-    assert got == expected
-    assert sum(p.numel() for p in vae.parameters()) == 327_746_177
-    assert vae.cfg.z_scale_factor == 1.0039506158752403
 
 
 def _cloud(B=2, N=64, seed=0):
