@@ -9,7 +9,7 @@ One command, every stage the real job's `main` (so each resumes or skips what it
 2. base: `jobs.pretrain_base` on the train split: the frozen 3D prior every variant shares.
 3. fine-tune: `jobs.train` once per variant, from that base, each registered as
    `name`@<variant>. Variants that differ from another only in sampling keys
-   (flow.time_shift/steps/guidance) reuse its trained S-T weights, packed with their own spec.
+   (flow.time_shift/steps/guidance/sigma_grid/zero_first_step) reuse its trained S-T weights, packed with their own spec.
 4. per-frame base baseline: the same base with zero S-T layers (which makes ShapeGen4D exactly
    the per-frame base) and independent noise per frame: what running the 3D model frame by
    frame gives.
@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from jobs import build_dataset, components, evaluate, pretrain_base, registry, tracking, train
 from jobs import config as config_lib
 from jobs.build_dataset import DatasetJobConfig
@@ -51,7 +53,8 @@ from pipelines.config import DatasetConfig
 log = logging.getLogger("shapegen4d.ablate")
 JOURNAL = "ablation.json"
 # Keys of the training config that only change sampling: variants differing only here share a run.
-SAMPLING_KEYS = ("model.flow.time_shift", "model.flow.steps", "model.flow.guidance", "sample.")
+SAMPLING_KEYS = ("model.flow.time_shift", "model.flow.steps", "model.flow.guidance", "model.flow.sigma_grid",
+                 "model.flow.zero_first_step", "sample.")
 
 
 @dataclass
@@ -73,6 +76,18 @@ def paper_variants() -> list[Variant]:
     ]
 
 
+def official_switch_variants() -> list[Variant]:
+    """The full method with one of the base's official conventions (model/flow.py) switched off."""
+    return [
+        Variant("uniform-loss", "uniform velocity loss (official: sigma^2-weighted)",
+                train=["model.flow.loss_weighting=uniform"]),
+        Variant("linear-grid", "linear sigma grid (official: linspace(1, 0.001, N), then 0)",
+                train=["model.flow.sigma_grid=linear"]),
+        Variant("first-step-kept", "first step's velocity kept (official: zeroed)",
+                train=["model.flow.zero_first_step=false"]),
+    ]
+
+
 @dataclass
 class AblateConfig:
     name: str = "shapegen4d-ablation"  # registered model of the variants, run-name prefix, MLflow run name
@@ -86,7 +101,7 @@ class AblateConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
-    variants: list[Variant] = field(default_factory=paper_variants)
+    variants: list[Variant] = field(default_factory=lambda: paper_variants() + official_switch_variants())
     baseline: bool = True  # also evaluate the per-frame base
     metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
 
@@ -314,6 +329,58 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
     return "\n".join(md) + "\n", buf.getvalue()
 
 
+# (metric, lower is better) of the paired comparisons with the full method
+PAIRED = [("chamfer_aligned", True), ("jitter", True), ("fscore_aligned", False), ("iou_aligned", False)]
+
+
+def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
+    """How often the full method beats a row on `key`, over the (clip, draw) pairs both evaluated:
+    every row draws clip i's k-th sample from the same seed, so pairs share their noise. A win
+    scores 1, a tie 0.5 (two empty frames: both inf), a loss 0; the share of wins gets a 95%
+    interval by resampling CLIPS (each resample averages all draws of the clips it drew, as
+    evaluate.summarize does). Unlike a mean difference it stays defined when empty frames make
+    CD inf (an empty frame loses to any surface), and 0.5 outside the interval is significant."""
+    def read(path):
+        with open(path, newline="") as f:
+            return {(r["sample_id"], r["draw"]): float(r[key]) for r in csv.DictReader(f)
+                    if r["status"] == "ok" and r.get(key, "") not in ("", "nan")}
+
+    a, b = read(full_csv), read(row_csv)
+    ids = sorted({sid for sid, _ in a.keys() & b.keys()})
+    if not ids:
+        return {"pairs": 0, "win": math.nan, "ci": [math.nan, math.nan]}
+    per_clip = np.zeros((len(ids), 2))  # [win sum, pair count]
+    for sid, draw in a.keys() & b.keys():
+        x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
+        per_clip[ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
+    picks = np.random.default_rng(seed).integers(0, len(ids), size=(max(n_boot, 1), len(ids)))
+    means = per_clip[picks, 0].sum(1) / per_clip[picks, 1].sum(1)
+    return {"pairs": int(per_clip[:, 1].sum()), "win": float(per_clip[:, 0].sum() / per_clip[:, 1].sum()),
+            "ci": [float(np.percentile(means, 2.5, method="lower")), float(np.percentile(means, 97.5, method="higher"))]}
+
+
+def comparisons(rows: list[dict], n_boot: int) -> str:
+    """Markdown: for every other row, the share of (clip, draw) pairs on which the full method is
+    better, with its 95% interval; * where the interval excludes 0.5."""
+    full = next((r for r in rows if r["variant"] == "full"), None)
+    if full is None or len(rows) < 2:
+        return ""
+    head = ["variant", *(f"full better on {k}" for k, _ in PAIRED)]
+    md = ["Paired with the full method (same clips, same seeds): the share of (clip, draw) pairs on "
+          "which the full method is better, 95% interval over clips; * = significant (0.5 outside).", "",
+          "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        if r is full:
+            continue
+        cells = []
+        for k, lower in PAIRED:
+            c = paired(full["metrics_csv"], r["metrics_csv"], k, lower, n_boot)
+            star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
+            cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")
+        md.append("| " + " | ".join([r["label"], *cells]) + " |")
+    return "\n".join(md) + "\n"
+
+
 def _num(x: float) -> str:
     return "nan" if x != x else ("inf" if math.isinf(x) else f"{x:.4f}")
 
@@ -429,10 +496,12 @@ def main(cfg: AblateConfig) -> dict:
                     "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
 
         ev = stage(f"eval:{name}:{ekey}", run_eval)
-        rows.append({"variant": name, "label": label, "switches": sw, **ev})
+        rows.append({"variant": name, "label": label, "switches": sw, **ev,
+                     "metrics_csv": str(Path(ecfg.output.path) / "metrics.csv")})  # per clip and draw
 
     # 5. the table, the plot, one MLflow run holding them.
     md, table_csv = table(rows, cfg.metric)
+    md += "\n" + comparisons(rows, cfg.evaluation.bootstrap)
     plot_key = "chamfer_aligned" if any(r["per_frame"].get("chamfer_aligned") for r in rows) else "chamfer"
     plot(rows, root / "chamfer_over_time.png", plot_key)
     (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, used, rows)}")

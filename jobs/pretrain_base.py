@@ -4,11 +4,10 @@ The real Step1X-3D weights cannot be downloaded everywhere, so the small-scale r
 trains its own frozen prior, as the paper's base was trained: (1) the VecSet VAE on single
 frames of the shards (SDF regression on the uniform + near-surface samples, KL), then (2) the
 base DiT on single frames (flow matching on the VAE's latents, DINOv2 condition of the frame's
-rendered view), training the condition encoder with it (`train_condition`): a small base must
-learn to read the image, which a frozen random encoder does not let it. The trained encoder is
-written to <output_path>/condition (`model.condition.model` of the fine-tuning), and the result
-reports how much the DiT reads the image (`condition_use`: flow loss with each frame's own image
-vs another frame's). The result is written in the release layout that `build_base` + the loader
+rendered view), optionally training the condition encoder with it (`train_condition`; the
+trained encoder is written to <output_path>/condition, `model.condition.model` of the
+fine-tuning). The result reports how much the DiT reads the image (`condition_use`: flow
+loss with each frame's own image vs another frame's). The result is written in the release layout that `build_base` + the loader
 read (`model.base.checkpoint=<output.path>` in the training job), logged to MLflow and registered as a
 base model. Each phase checkpoints every `checkpoint_every` steps and a re-run resumes it;
 a finished phase is skipped. Exit status: 0 done, 1 could not run, 2 bad config key.
@@ -75,9 +74,9 @@ class PretrainConfig:
     # is 0.11 with samples and 0.32 with means, as the early posterior noise drowns the latents.
     sample_posterior: bool = True
     # Train the condition encoder with the DiT (both frozen afterwards; written to
-    # <output_path>/condition for model.condition.model). A randomly initialised encoder left
-    # frozen carries too little of the image for the base to read it. false = keep the given
-    # encoder as it is (e.g. a pretrained DINOv2).
+    # <output_path>/condition for model.condition.model). false = keep the given encoder as it is
+    # (a pretrained DINOv2; or the seeded random tiny one, whose tokens a short run reads sooner:
+    # trained tokens first collapse, see jobs/configs/ablate.yaml).
     train_condition: bool = True
     vae: PhaseConfig = field(default_factory=PhaseConfig)
     dit: PhaseConfig = field(default_factory=PhaseConfig)

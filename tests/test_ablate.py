@@ -170,8 +170,12 @@ def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
 
 
 def test_only_sampling_keys_are_split_off_a_variants_training():
-    v = ablate.Variant("v", "v", train=["model.flow.time_shift=1.0", "model.flow.shared_noise=false", "sample.steps=4"])
-    assert ablate.split_overrides(v) == (["model.flow.shared_noise=false"], ["model.flow.time_shift=1.0", "sample.steps=4"])
+    v = ablate.Variant("v", "v", train=["model.flow.time_shift=1.0", "model.flow.shared_noise=false", "sample.steps=4",
+                                        "model.flow.sigma_grid=linear", "model.flow.loss_weighting=uniform",
+                                        "model.flow.zero_first_step=false"])
+    assert ablate.split_overrides(v) == (["model.flow.shared_noise=false", "model.flow.loss_weighting=uniform"],
+                                         ["model.flow.time_shift=1.0", "sample.steps=4", "model.flow.sigma_grid=linear",
+                                          "model.flow.zero_first_step=false"])
     assert ablate.split_overrides(ablate.Variant("w", "w", dataset=["queries.mode=independent"])) == ([], [])
 
 
@@ -182,3 +186,50 @@ def test_empty_frames_are_counted_and_left_out_of_the_per_frame_means():
              {"status": "error"}]
     assert ablate.frame_stats(clips) == {"empty_frames": 0.25, "chamfer_aligned_nonempty": pytest.approx(0.4)}
     assert ablate.mean_per_frame(clips, "chamfer_aligned") == [pytest.approx(0.3), pytest.approx(0.6)]
+
+
+def _metrics_csv(path: Path, values: dict[tuple[str, int], float], key: str = "chamfer_aligned") -> str:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "draw", "status", key])
+        for (sid, draw), v in values.items():
+            w.writerow([sid, draw, "ok", v])
+        w.writerow(["broken", 0, "error", ""])  # error rows are not pairs
+    return str(path)
+
+
+def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_frames(tmp_path):
+    inf = float("inf")
+    pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
+    full = _metrics_csv(tmp_path / "full.csv", {p: 0.3 for p in pairs})
+    # the same numbers: every pair a tie, 0.5 exactly, not significant
+    same = ablate.paired(full, full, "chamfer_aligned", True, 500)
+    assert same["pairs"] == 30 and same["win"] == 0.5 and same["ci"] == [0.5, 0.5]
+    # every pair of the row has an empty frame (CD inf): the full method wins all 30
+    empty = _metrics_csv(tmp_path / "empty.csv", {p: inf for p in pairs})
+    assert ablate.paired(full, empty, "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0]}
+    # higher-is-better metrics flip: a higher IoU in the row is a loss of the full method
+    iou = ablate.paired(full, empty, "chamfer_aligned", False, 500)
+    assert iou["win"] == 0.0
+    # the full method better on 7 of 10 clips (all their draws), worse on 3: 0.7, and the
+    # interval comes from resampling the 10 clips, not the 30 pairs
+    mixed = _metrics_csv(tmp_path / "mixed.csv", {(s, k): 0.4 if int(s[1:]) < 7 else 0.2 for s, k in pairs})
+    m = ablate.paired(full, mixed, "chamfer_aligned", True, 2000)
+    assert m["win"] == pytest.approx(0.7)
+    assert 0.3 < m["ci"][0] < 0.6 and 0.85 < m["ci"][1] <= 1.0
+    # only pairs present in both count
+    half = _metrics_csv(tmp_path / "half.csv", {p: 0.4 for p in pairs[:15]})
+    assert ablate.paired(full, half, "chamfer_aligned", True, 100)["pairs"] == 15
+
+
+def test_comparison_table_marks_significance(tmp_path):
+    pairs = [(f"c{i}", k) for i in range(8) for k in range(3)]
+    rows = [{"variant": "full", "label": "Full", "metrics_csv": _metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs})},
+            {"variant": "worse", "label": "Worse", "metrics_csv": _metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs})},
+            {"variant": "same", "label": "Same", "metrics_csv": _metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs})}]
+    md = ablate.comparisons(rows, 200).splitlines()
+    worse, same = next(x for x in md if x.startswith("| Worse")), next(x for x in md if x.startswith("| Same"))
+    # chamfer_aligned is the first paired column; the CSVs have no other metric (no pairs there)
+    assert worse.split(" | ")[1] == "1.00 [1.00, 1.00]* (n=24)"
+    assert same.split(" | ")[1] == "0.50 [0.50, 0.50] (n=24)"
+    assert "(n=0)" in worse.split(" | ")[2]
