@@ -71,8 +71,15 @@ def test_table_has_every_variant_with_its_switches_and_finite_metrics(study):
         for k in ("chamfer", "chamfer_aligned", "fscore_aligned", "iou_aligned", "jitter", "chamfer_aligned_nonempty"):
             assert 0.0 <= float(r[k]) < 10.0, (r["variant"], k, r[k])
         assert 0.0 <= float(r["empty_frames"]) <= 1.0
-    md = (out / "ablation.md").read_text()
+    md, paired = (out / "ablation.md").read_text().split("Paired with the full method")
     assert md.count("\n| ") == len(ROWS) + 1  # header + one line per row (the separator starts with |-)
+    # every other row paired with full on the 2 clips x its draws, a share in [0, 1]
+    lines = [x for x in paired.splitlines() if x.startswith("| ") and not x.startswith("| variant")]
+    assert len(lines) == len(ROWS) - 1
+    for x in lines:
+        for cell in x.split(" | ")[1:]:
+            share, n = float(cell.split(" [")[0]), int(cell.split("(n=")[1].rstrip(") |"))
+            assert 0.0 <= share <= 1.0 and n >= 2, x
     png = (out / "chamfer_over_time.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     journal = json.loads((out / ablate.JOURNAL).read_text())
