@@ -528,7 +528,7 @@ def _notes(cfg: AblateConfig, base: dict, timings: dict, rows: list[dict]) -> st
     lines = [f"- Base: {b.name} ({b.size}), pretrained here ({base['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
              f"{cfg.pretrain.dit.steps} steps), frozen; MLflow run {base['run_id']}.",
              f"- Fine-tuning: {t.steps} steps of {t.global_batch_size} clips, lr {t.lr:g}, per variant.",
-             f"- Evaluation: {rows[0]['clips']} test clips; CD = sum of the two directional mean distances, "
+             f"- Evaluation: {rows[0]['clips']} (clip, draw) evaluations of {cfg.evaluation.limit or 'all'} test clips; CD = sum of the two directional mean distances, "
              "`aligned` = after one similarity per clip (frame 1); jitter = mean |step CD(pred) - step CD(truth)|.",
              "- Wall time per stage: " + ", ".join(f"{k} {hms(v)}" for k, v in timings.items()) + "."]
     return "\n".join(lines) + "\n"
