@@ -85,6 +85,9 @@ def official_switch_variants() -> list[Variant]:
                 train=["model.flow.sigma_grid=linear"]),
         Variant("first-step-kept", "first step's velocity kept (official: zeroed)",
                 train=["model.flow.zero_first_step=false"]),
+        Variant("no-recenter", "frames not recentred (official: one box per clip at 0.95 of the frame)",
+                train=["model.condition.recenter=false"]),
+        Variant("bilinear-resize", "bilinear resize (official: bicubic)", train=["model.condition.resize=bilinear"]),
     ]
 
 
