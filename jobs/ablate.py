@@ -1,6 +1,6 @@
 """The paper's ablation table at small scale: `python -m jobs.ablate --config jobs/configs/ablate.yaml [key=value ...]`.
 
-    python -m jobs.ablate --config jobs/configs/ablate.yaml                 # ~1 h on 2 CPU cores
+    python -m jobs.ablate --config jobs/configs/ablate.yaml                 # ~1.6 h on 2 CPU cores
     python -m jobs.ablate --config jobs/configs/ablate.yaml finetune.train.steps=400 output_path=out/abl-long
 
 One command, every stage the real job's `main` (so each resumes or skips what it finished):
@@ -8,8 +8,9 @@ One command, every stage the real job's `main` (so each resumes or skips what it
    with dataset overrides (independent queries) gets its own dataset of the same assets.
 2. base: `jobs.pretrain_base` on the train split: the frozen 3D prior every variant shares.
 3. fine-tune: `jobs.train` once per variant, from that base, each registered as
-   `name`@<variant>. Variants that differ from another only in sampling keys
-   (flow.time_shift/steps/guidance/sigma_grid/zero_first_step) reuse its trained S-T weights, packed with their own spec.
+   `name`@<variant>. Variants that differ from another only in sampling keys (`SAMPLING_KEYS`:
+   the flow's time shift, steps, guidance, sigma grid, first step) reuse its trained S-T weights,
+   packed with their own spec.
 4. per-frame base baseline: the same base with zero S-T layers (which makes ShapeGen4D exactly
    the per-frame base) and independent noise per frame: what running the 3D model frame by
    frame gives.
@@ -356,10 +357,8 @@ def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: in
     for sid, draw in a.keys() & b.keys():
         x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
         per_clip[ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
-    picks = np.random.default_rng(seed).integers(0, len(ids), size=(max(n_boot, 1), len(ids)))
-    means = per_clip[picks, 0].sum(1) / per_clip[picks, 1].sum(1)
     return {"pairs": int(per_clip[:, 1].sum()), "win": float(per_clip[:, 0].sum() / per_clip[:, 1].sum()),
-            "ci": [float(np.percentile(means, 2.5, method="lower")), float(np.percentile(means, 97.5, method="higher"))]}
+            "ci": evaluate.clip_interval(per_clip, evaluate.clip_picks(len(ids), max(n_boot, 1), seed))}
 
 
 def comparisons(rows: list[dict], n_boot: int) -> str:

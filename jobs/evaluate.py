@@ -417,6 +417,25 @@ def _evaluate_draw(cfg: EvaluateConfig, ev: Evaluation, ref: ModelRef, model, cl
         f" (generate {gen_s:.1f} s, metrics {met_s:.1f} s)"
 
 
+def clip_picks(n_clips: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """[n_boot, n_clips] clip indices drawn with replacement: the resamples of `clip_interval`."""
+    return np.random.default_rng(seed).integers(0, n_clips, size=(n_boot, n_clips))
+
+
+def clip_interval(per_clip_C2: np.ndarray, picks_BC: np.ndarray) -> list[float]:
+    """95% percentile-bootstrap interval of a mean over clips x draws: `per_clip_C2` holds each
+    clip's [sum over its draws, number of draws], so a resample's mean weighs every draw of every
+    drawn clip alike. Resamples with no draws (count 0) are left out; [nan, nan] if none is left."""
+    with np.errstate(invalid="ignore"):
+        means = per_clip_C2[picks_BC, 0].sum(1) / per_clip_C2[picks_BC, 1].sum(1)
+    means = means[~np.isnan(means)]
+    if not len(means):
+        return [math.nan, math.nan]
+    # Order statistics, not interpolation: between two infinite resample means (a mean over
+    # an empty frame's CD) interpolation is inf - inf = NaN; an attained mean is inf or finite.
+    return [float(np.percentile(means, 2.5, method="lower")), float(np.percentile(means, 97.5, method="higher"))]
+
+
 def summarize(entries: list[dict], n_boot: int, seed: int = 0) -> tuple[dict, dict]:
     """(mean over the ok entries of each summary metric plus empty_frame_rate, 95% intervals):
     NaN values are left out, inf kept; intervals by the clip-resampling bootstrap (module doc)."""
@@ -427,24 +446,15 @@ def summarize(entries: list[dict], n_boot: int, seed: int = 0) -> tuple[dict, di
     if n_boot <= 0 or not ok:
         return summary, {}
     ids = sorted({c["sample_id"] for c in ok})
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    picks = clip_picks(len(ids), n_boot, seed)
     ci = {}
     for k in summary:
-        # [clip, draw-sum, draw-count] so a resample's mean weighs every draw of every drawn clip alike
         vals = np.zeros((len(ids), 2))
         for c in ok:
             v = float(c["summary"].get(k, math.nan))
             if not math.isnan(v):
                 vals[ids.index(c["sample_id"])] += (v, 1.0)
-        with np.errstate(invalid="ignore"):
-            sums, counts = vals[picks, 0].sum(1), vals[picks, 1].sum(1)
-            means = sums / counts
-        means = means[~np.isnan(means)]
-        # Order statistics, not interpolation: between two infinite resample means (a mean over
-        # an empty frame's CD) interpolation is inf - inf = NaN; an attained mean is inf or finite.
-        ci[k] = ([float(np.percentile(means, 2.5, method="lower")), float(np.percentile(means, 97.5, method="higher"))]
-                 if len(means) else [math.nan] * 2)
+        ci[k] = clip_interval(vals, picks)
     return summary, ci
 
 

@@ -417,3 +417,19 @@ def test_bootstrap_interval_of_a_metric_with_an_empty_frame_is_inf_not_nan():
     assert 0.2 <= lo <= 0.5 and hi == math.inf  # attained resample means: finite low, inf high
     assert ci["iou_aligned"] == [0.5, 0.5]
     assert all(not math.isnan(v) for pair in ci.values() for v in pair)
+
+
+def test_clip_interval_weighs_every_draw_of_every_resampled_clip():
+    """The shared bootstrap (evaluate.summarize and ablate.paired) against a plain loop over the
+    resamples: clips with different draw counts, each resample's mean over all draws it holds."""
+    draws = [[0.1, 0.3, 0.2], [0.9], [0.4, 0.5], [0.0, 0.05, 0.1, 0.15]]
+    per_clip = np.array([[sum(d), len(d)] for d in draws])
+    picks = evaluate.clip_picks(len(draws), 500, seed=3)
+    assert picks.shape == (500, 4) and (evaluate.clip_picks(4, 500, seed=3) == picks).all()
+    means = sorted(float(np.mean([v for c in row for v in draws[c]])) for row in picks)
+    lo, hi = evaluate.clip_interval(per_clip, picks)
+    assert lo == pytest.approx(means[math.floor(0.025 * 499)]) and hi == pytest.approx(means[math.ceil(0.975 * 499)])
+    pooled = np.mean([v for d in draws for v in d])
+    assert lo < pooled < hi
+    # a resample of clips with no draws has no mean: left out, and none left is [nan, nan]
+    assert all(math.isnan(v) for v in evaluate.clip_interval(np.zeros((2, 2)), picks[:, :2] % 2))
