@@ -37,6 +37,9 @@ defaults, e.g. `lr=3e-3,batch=8` or `width=128,embed_dim=16`:
                With a dataset built with both query sets, `queries=128,sharp_queries=128` vs
                `queries=256,sharp_queries=0` is the latent split at a fixed latent count
                (issue 14 part 5; the FPS subset is per frame, which a VAE, frame by frame, allows)
+  train_frames train on only this many training frames (evenly spaced; 0 = all), and report
+               `train IoU` on exactly those: can the VAE fit a few frames at all (capacity),
+               apart from how fast it fits the whole set (steps)
 
 Metrics (test frames, posterior mean, a fixed surface subset per frame): sign accuracy on the
 shard's `sdf_volume` points (uniform in the cube), on its `sdf_near` points (split by their noise
@@ -78,7 +81,8 @@ log = logging.getLogger("shapegen4d.vae_quality")
 
 # jobs/configs/ablate.yaml's pretrain section (vae phase) and PretrainConfig's defaults.
 DEFAULTS = dict(steps=0, lr=1e-3, batch=16, warmup=20, kl=1e-3, sample=1, surface_points=2048, sdf_points=4096,
-                loss="mse", tau=0.05, near_weight=1.0, seed=0, queries=0, sharp_queries=-1, sharp_surface=1)
+                loss="mse", tau=0.05, near_weight=1.0, seed=0, queries=0, sharp_queries=-1, sharp_surface=1,
+                train_frames=0)
 VAE_KEYS = {"width": "width", "heads": "heads", "embed_dim": "embed_dim", "enc_layers": "num_encoder_layers",
             "dec_layers": "num_decoder_layers", "num_freqs": "num_freqs"}
 
@@ -272,7 +276,7 @@ def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eva
         clock["wall"] += time.time() - clock["t"]
         clock["cpu"] += time.process_time() - clock["c"]
         res = evaluator(vae, run)
-        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None and step == steps else math.nan
+        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None else math.nan
         row = {"setting": name, "steps": step, "of": steps, "wall_s": clock["wall"], "cpu_s": clock["cpu"], **res}
         rows.append(row)
         print(fmt_row(row), flush=True)
@@ -347,7 +351,15 @@ def main() -> None:
     for r in rows:
         print(fmt_row(r), flush=True)
     for spec, run in runs:
-        rows += train_and_eval(spec, run, train, evaluator, train_eval, eval_at)
+        n = int(run["train_frames"])
+        if 0 < n < train.count:
+            idx = np.linspace(0, train.count - 1, n).round().astype(int)
+            few = dataclasses.replace(train, **{f.name: None if getattr(train, f.name) is None else getattr(train, f.name)[idx]
+                                                 for f in dataclasses.fields(train)})
+            rows += train_and_eval(spec, run, few, evaluator, Evaluator(few, info, DEFAULTS["surface_points"], n, 0, res),
+                                   eval_at)
+        else:
+            rows += train_and_eval(spec, run, train, evaluator, train_eval, eval_at)
 
     print("\n" + header)
     for r in rows:

@@ -238,7 +238,7 @@ def test_morph_weights_default_override_and_animation():
     d1 = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]], float)
     prim = {"attributes": {"POSITION": b.accessor(TRI)}, "targets": [{"POSITION": b.accessor(d0)}, {"POSITION": b.accessor(d1)}]}
     m = b._add("meshes", {"primitives": [prim], "weights": [0.5, 0.0]})
-    still = b.node(mesh=m, weights=[0.25, 1.0], translation=[0, 0, 10])  # node weights override mesh weights
+    b.node(mesh=m, weights=[0.25, 1.0], translation=[0, 0, 10])  # node weights override mesh weights
     moving = b.node(mesh=m)
     b.animate(moving, "weights", [0.0, 2.0], [[0.0, 0.0], [1.0, 0.5]])
     out = _bake(b, [0.0, 1.0])

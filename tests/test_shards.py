@@ -165,7 +165,7 @@ def test_a_failed_write_leaves_a_resumable_folder(tmp_path, monkeypatch, fail_at
 def test_leftover_partial_journal_temp_file_is_ignored_even_with_overwrite(tmp_path):
     """A kill between write and rename leaves `_journal/.tmp-<hex>-000003.json` (here cut mid-JSON):
     it is never parsed as a record, with or without output.overwrite."""
-    full = _build(tmp_path / "a", _results())
+    _build(tmp_path / "a", _results())
     (tmp_path / "a" / "_journal" / ".tmp-0123abcd-000099.json").write_text('{"index": 99, "config_dig')
     (tmp_path / "a" / "data" / ".tmp-0123abcd-shard-00099.parquet").write_bytes(b"PAR1")
     state = shards.ResumeState.load(shards.Output(str(tmp_path / "a")), "digest", overwrite=False)
