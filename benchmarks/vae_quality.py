@@ -351,15 +351,13 @@ def main() -> None:
     for r in rows:
         print(fmt_row(r), flush=True)
     for spec, run in runs:
-        n = int(run["train_frames"])
-        if 0 < n < train.count:
+        frames, fit_eval, n = train, train_eval, int(run["train_frames"])
+        if 0 < n < train.count:  # n evenly spaced frames, and `train IoU` on exactly those
             idx = np.linspace(0, train.count - 1, n).round().astype(int)
-            few = dataclasses.replace(train, **{f.name: None if getattr(train, f.name) is None else getattr(train, f.name)[idx]
-                                                 for f in dataclasses.fields(train)})
-            rows += train_and_eval(spec, run, few, evaluator, Evaluator(few, info, DEFAULTS["surface_points"], n, 0, res),
-                                   eval_at)
-        else:
-            rows += train_and_eval(spec, run, train, evaluator, train_eval, eval_at)
+            columns = {f.name: getattr(train, f.name) for f in dataclasses.fields(train)}
+            frames = dataclasses.replace(train, **{k: None if a is None else a[idx] for k, a in columns.items()})
+            fit_eval = Evaluator(frames, info, DEFAULTS["surface_points"], n, 0, res)
+        rows += train_and_eval(spec, run, frames, evaluator, fit_eval, eval_at)
 
     print("\n" + header)
     for r in rows:

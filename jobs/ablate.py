@@ -342,8 +342,9 @@ def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: in
     every row draws clip i's k-th sample from the same seed, so pairs share their noise. A win
     scores 1, a tie 0.5 (two empty frames: both inf), a loss 0; the share of wins gets a 95%
     interval by resampling CLIPS (evaluate.clip_interval, the bootstrap of evaluate.summarize:
-    each resample averages all draws of the clips it drew). Unlike a mean difference it stays defined when empty frames make
-    CD inf (an empty frame loses to any surface), and 0.5 outside the interval is significant."""
+    each resample averages all draws of the clips it drew). Unlike a mean difference it stays
+    defined when empty frames make CD inf (an empty frame loses to any surface), and 0.5 outside
+    the interval is significant."""
     def read(path):
         with open(path, newline="") as f:
             return {(r["sample_id"], r["draw"]): float(r[key]) for r in csv.DictReader(f)
