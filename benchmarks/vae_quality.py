@@ -3,6 +3,7 @@
     python -m benchmarks.vae_quality --data /tmp/vaeq/ds --runs base loss=tsdf --eval-at 150,300 --mesh-frames 16
     python -m benchmarks.vae_quality --data /tmp/vaeq/ds --runs sample=0 lr=3e-3 --eval-at 300 --mesh-frames 16
     python -m benchmarks.vae_quality --data /tmp/vaeq/ds --runs base --eval-at 500,1000 --mesh-frames 16
+    python -m benchmarks.vae_quality --data /tmp/vaeq/ds --checkpoint out/ablation/base-<key> --mesh-frames 16
 
 The dataset is the ablation's (jobs/configs/ablate.yaml `dataset:`, what `jobs.ablate` stage 1 builds):
     python -m jobs.build_dataset --config jobs/configs/procedural.yaml source.kind=procedural \
@@ -52,7 +53,8 @@ mesh counting as inf. `train IoU` is the same
 IoU on training frames (fit vs generalisation); `IoU shuffled` decodes every test frame's points with
 another test frame's latents (close to IoU: the decoder ignores the latents). Reference rows: a constant "all outside"
 predictor, and the Chamfer floor of the GT surface points (2048 vs 2048, half vs half). `wall s` / `cpu s`:
-training only. Keep to one thread: `--threads 1` (default).
+training only. `--checkpoint` adds a row for a trained base's VAE as it is (no training), e.g. the
+one the ablation's rows share. Keep to one thread: `--threads 1` (default).
 """
 from __future__ import annotations
 
@@ -319,7 +321,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", required=True, help="dataset folder (the ablation's procedural set)")
-    ap.add_argument("--runs", nargs="+", default=["base"], help="`base` or comma-separated key=value overrides")
+    ap.add_argument("--runs", nargs="*", default=None,
+                    help="`base` or comma-separated key=value overrides (default: base, or none with --checkpoint)")
+    ap.add_argument("--checkpoint", default="", help="also evaluate this trained base's VAE as it is (a "
+                    "jobs.pretrain_base output_path, e.g. the ablation's <output_path>/base-<key>)")
     ap.add_argument("--eval-at", default="300", help="comma-separated steps to evaluate at")
     ap.add_argument("--eval-frames", type=int, default=10**6, help="test frames (evenly spaced; default all)")
     ap.add_argument("--train-eval-frames", type=int, default=128, help="train frames for `train IoU` (0 = skip)")
@@ -330,7 +335,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     eval_at = sorted(int(s) for s in args.eval_at.split(","))
-    runs = [(spec, parse_run(spec)) for spec in args.runs]
+    specs = args.runs if args.runs is not None else ([] if args.checkpoint else ["base"])
+    runs = [(spec, parse_run(spec)) for spec in specs]
 
     info = ingest.open_dataset(args.data)
     train, test = load_frames(info, "train"), load_frames(info, "test")
@@ -350,6 +356,13 @@ def main() -> None:
              "iou": math.nan, "chamfer": evaluator.floor()}]
     for r in rows:
         print(fmt_row(r), flush=True)
+    if args.checkpoint:  # no training: the base's VAE with the default inputs
+        vae = components.base_for(BaseConfig(size="tiny", checkpoint=args.checkpoint)).vae
+        run = parse_run("base")
+        res = evaluator(vae, run)
+        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None else math.nan
+        rows.append({"setting": f"checkpoint {Path(args.checkpoint).name}", "steps": "-", **res})
+        print(fmt_row(rows[-1]), flush=True)
     for spec, run in runs:
         frames, fit_eval, n = train, train_eval, int(run["train_frames"])
         if 0 < n < train.count:  # n evenly spaced frames, and `train IoU` on exactly those
