@@ -10,7 +10,9 @@ One command, every stage the real job's `main` (so each resumes or skips what it
 3. fine-tune: `jobs.train` once per variant, from that base, each registered as
    `name`@<variant>. Variants that differ from another only in sampling keys (`SAMPLING_KEYS`:
    the flow's time shift, steps, guidance, sigma grid, first step) reuse its trained S-T weights,
-   packed with their own spec.
+   packed with their own spec. A variant with `untrained: true` is not fine-tuned: the base's
+   zero-initialised S-T layers under its spec (`st-untrained`: ShapeGen4D's sampling, shared
+   noise and time shift, on the base alone), so the table shows what the trained layers add.
 4. per-frame base baseline: the same base with zero S-T layers (which makes ShapeGen4D exactly
    the per-frame base) and independent noise per frame: what running the 3D model frame by
    frame gives.
@@ -64,6 +66,9 @@ class Variant:
     label: str  # row label in the table
     dataset: list[str] = field(default_factory=list)  # dataset overrides (a.b=value): its own dataset
     train: list[str] = field(default_factory=list)  # training overrides
+    # No fine-tuning: the frozen base with its zero-initialised S-T layers, under this variant's spec
+    # (sampling switches apply). Against `full` it shows what the trained S-T layers add at all.
+    untrained: bool = False
 
 
 def paper_variants() -> list[Variant]:
@@ -105,7 +110,8 @@ class AblateConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
-    variants: list[Variant] = field(default_factory=lambda: paper_variants() + official_switch_variants())
+    variants: list[Variant] = field(default_factory=lambda: paper_variants() + official_switch_variants() + [
+        Variant("st-untrained", "S-T layers untrained (the base, sampled as ShapeGen4D)", untrained=True)])
     baseline: bool = True  # also evaluate the per-frame base
     metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
 
@@ -203,6 +209,7 @@ def switches(variant: Variant | None, time_shift: float) -> dict:
     t = dict(config_lib.parse_override(a) for a in variant.train)
     mark = lambda ok: "yes" if ok else "no"  # noqa: E731
     attn = "1D temporal" if t.get("model.st.temporal_only") else "spatio-temporal"
+    attn += " (untrained)" if variant.untrained else ""
     return {"aligned queries": mark(d.get("queries.mode", "aligned") == "aligned"),
             "shared noise": mark(t.get("model.flow.shared_noise", True)), "S-T attention": attn,
             "image tokens": mark(t.get("model.st.use_image_tokens", True)),
@@ -258,19 +265,25 @@ def _register(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, weights: Pat
             return registry.log_and_register(folder, RegistryConfig(cfg.name, alias), tags)
 
 
-def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
-    """Register the per-frame baseline: zero S-T layers (ShapeGen4D == the frozen base, frame by
-    frame), sampled as the official base samples: independent noise per frame, no time shift."""
+def untrained(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, alias: str, tags: dict) -> dict:
+    """Register the base with its zero-initialised S-T layers (ShapeGen4D == the frozen base, frame
+    by frame) under the spec of `tcfg`: no fine-tuning."""
     from safetensors.torch import save_file
 
     from jobs import ingest
 
-    tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False, time_shift=1.0)))
     comps = components.build(train.make_spec(tcfg, ingest.open_dataset(data_path)))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / registry.ST_WEIGHTS
         save_file(components.cpu_state_dict(comps.model.trained_weights()), str(weights))
-        return _register(cfg, tcfg, data_path, weights, "per-frame-base", {"baseline": "per-frame base"})
+        return _register(cfg, tcfg, data_path, weights, alias, tags)
+
+
+def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
+    """Register the per-frame baseline: the untrained S-T layers, sampled as the official base
+    samples: independent noise per frame, no time shift."""
+    tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False, time_shift=1.0)))
+    return untrained(cfg, tcfg, data_path, "per-frame-base", {"baseline": "per-frame base"})
 
 
 def repack(cfg: AblateConfig, tcfg: TrainConfig, variant: Variant, trained: dict, data_path: str) -> dict:
@@ -467,6 +480,11 @@ def main(cfg: AblateConfig) -> dict:
     models: dict[str, dict] = {}
     for v in cfg.variants:
         data_path = datasets[tuple(v.dataset)]
+        if v.untrained:
+            tcfg = train_cfg(cfg, uri, v.train, data_path, base, alias=v.name)
+            models[v.name] = stage(f"model:{v.name}:{key_of(tcfg)}", lambda tcfg=tcfg, v=v, data_path=data_path: untrained(
+                cfg, tcfg, data_path, v.name, {"ablation.variant": v.name, "ablation.untrained": "true"}))
+            continue
         weights, sampling = split_overrides(v)
         tcfg = train_cfg(cfg, uri, weights, data_path, base, alias=f"run-{key_of(v.dataset, weights)}")
         trained = stage(f"train:{tcfg.run.name}", lambda tcfg=tcfg: _train(tcfg))

@@ -1,9 +1,10 @@
 """The ablation job end to end at toy size: datasets -> pretrained base -> variants -> evaluation -> table.
 
 One real `python -m jobs.ablate` run (a subprocess, as a scheduler runs it) with three variants
-that cover the three mechanisms: a trained variant (full), a dataset variant (independent
+that cover the four mechanisms: a trained variant (full), a dataset variant (independent
 queries: its own dataset), a sampling-only variant (no time shift: the full variant's weights
-under another spec), plus the per-frame base baseline.
+under another spec), an untrained variant (the base's zero S-T layers under the full spec), plus
+the per-frame base baseline.
 """
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ TOY = [
     "evaluation.metrics.num_uniform=2000", "evaluation.metrics.num_near=2000",
     "evaluation.metrics.temporal_points=1000", "evaluation.metrics.align_points=500", "evaluation.seeds=1",
     "variants=[{name: full, label: Full}, {name: independent-queries, label: IQ, dataset: [queries.mode=independent]},"
-    " {name: no-time-shift, label: NTS, train: [model.flow.time_shift=1.0]}]",
+    " {name: no-time-shift, label: NTS, train: [model.flow.time_shift=1.0]}, {name: st-untrained, label: U, untrained: true}]",
 ]
-ROWS = ["full", "independent-queries", "no-time-shift", "per-frame-base"]
+ROWS = ["full", "independent-queries", "no-time-shift", "st-untrained", "per-frame-base"]
 # ~4 min alone on 2 cores (two Ray Train fits); far longer when the machine is shared.
 pytestmark = pytest.mark.timeout(2400)
 
@@ -65,6 +66,7 @@ def test_table_has_every_variant_with_its_switches_and_finite_metrics(study):
     assert (by["full"]["aligned queries"], by["full"]["shared noise"], by["full"]["time shift"]) == ("yes", "yes", "3")
     assert by["independent-queries"]["aligned queries"] == "no"
     assert by["no-time-shift"]["time shift"] == "1"
+    assert (by["st-untrained"]["S-T attention"], by["st-untrained"]["shared noise"]) == ("spatio-temporal (untrained)", "yes")
     assert (by["per-frame-base"]["S-T attention"], by["per-frame-base"]["shared noise"]) == ("none (per frame)", "no")
     for r in rows:
         assert r["clips"] == "2/2", r
@@ -117,7 +119,7 @@ def test_the_independent_queries_variant_trains_on_unaligned_queries(study):
     assert not np.allclose(aligned[1:, :, :3], independent[1:, :, :3], atol=1e-3)
 
 
-def test_sampling_only_variant_reuses_weights_and_baseline_is_the_untrained_base(study):
+def test_sampling_only_variant_reuses_weights_and_untrained_rows_are_the_base(study):
     import mlflow
     from safetensors.torch import load_file
 
@@ -134,13 +136,17 @@ def test_sampling_only_variant_reuses_weights_and_baseline_is_the_untrained_base
     full_meta, full_w = fetch("full")
     nts_meta, nts_w = fetch("no-time-shift")
     base_meta, base_w = fetch("per-frame-base")
+    untrained_meta, untrained_w = fetch("st-untrained")
     assert components.fingerprint(full_w) == components.fingerprint(nts_w)
     assert (full_meta["spec"]["flow"]["time_shift"], nts_meta["spec"]["flow"]["time_shift"]) == (3.0, 1.0)
     # Fine-tuning moved the full variant away from the zero-init S-T layers the baseline keeps.
     spec = components.ModelConfig.from_dict(base_meta["spec"])
     init = components.cpu_state_dict(components.build(spec).model.st_layers)
     assert components.fingerprint(base_w) == components.fingerprint(init) != components.fingerprint(full_w)
+    assert components.fingerprint(untrained_w) == components.fingerprint(init)
     assert base_meta["spec"]["flow"]["shared_noise"] is False and full_meta["spec"]["flow"]["shared_noise"] is True
+    # the untrained row samples as the full method does: only the S-T weights differ
+    assert untrained_meta["spec"] == full_meta["spec"]
     assert base_meta["base"]["sha256"] == full_meta["base"]["sha256"]  # one frozen base for every row
 
 
@@ -150,13 +156,13 @@ def test_rerun_reuses_every_stage_and_a_changed_config_redoes_only_what_it_chang
     again = _run(root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "=== " not in again.stderr, again.stderr[-3000:]
-    # 2 datasets, the base, 3 trainings (no-time-shift's is full's), 4 models, 4 evaluations.
-    assert again.stderr.count("already done, reused") == 2 + 1 + 3 + 4 + 4
+    # 2 datasets, the base, 3 trainings (no-time-shift's is full's), 5 models, 5 evaluations.
+    assert again.stderr.count("already done, reused") == 2 + 1 + 3 + 5 + 5
     assert (root / "out" / "ablation.md").read_text() == table
     other = _run(root, "evaluation.seed=1")  # another generation seed: only the evaluations run again
     assert other.returncode == 0, other.stderr[-3000:]
     started = [line.split("=== ")[1].split(":")[0] for line in other.stderr.splitlines() if "=== " in line]
-    assert started == ["eval"] * 4, started
+    assert started == ["eval"] * 5, started
     assert (root / "out" / "ablation.md").read_text() != table
 
 
