@@ -1,6 +1,6 @@
 """The paper's ablation table at small scale: `python -m jobs.ablate --config jobs/configs/ablate.yaml [key=value ...]`.
 
-    python -m jobs.ablate --config jobs/configs/ablate.yaml                 # ~1.6 h on 2 CPU cores
+    python -m jobs.ablate --config jobs/configs/ablate.yaml                 # ~1.7 h on 2 CPU cores
     python -m jobs.ablate --config jobs/configs/ablate.yaml finetune.train.steps=400 output_path=out/abl-long
 
 One command, every stage the real job's `main` (so each resumes or skips what it finished):
@@ -357,7 +357,8 @@ def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: in
     interval by resampling CLIPS (evaluate.clip_interval, the bootstrap of evaluate.summarize:
     each resample averages all draws of the clips it drew). Unlike a mean difference it stays
     defined when empty frames make CD inf (an empty frame loses to any surface), and 0.5 outside
-    the interval is significant."""
+    the interval is significant. `median_diff`: the median over the pairs of row minus full in
+    `key` (two infs: 0), how far apart the two rows' shapes are, not only which is ahead."""
     def read(path):
         with open(path, newline="") as f:
             return {(r["sample_id"], r["draw"]): float(r[key]) for r in csv.DictReader(f)
@@ -366,33 +367,40 @@ def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: in
     a, b = read(full_csv), read(row_csv)
     ids = sorted({sid for sid, _ in a.keys() & b.keys()})
     if not ids:
-        return {"pairs": 0, "win": math.nan, "ci": [math.nan, math.nan]}
+        return {"pairs": 0, "win": math.nan, "ci": [math.nan, math.nan], "median_diff": math.nan}
     per_clip = np.zeros((len(ids), 2))  # [win sum, pair count]
+    diffs = []
     for sid, draw in a.keys() & b.keys():
         x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
         per_clip[ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
+        diffs.append(0.0 if a[sid, draw] == b[sid, draw] else b[sid, draw] - a[sid, draw])
     return {"pairs": int(per_clip[:, 1].sum()), "win": float(per_clip[:, 0].sum() / per_clip[:, 1].sum()),
-            "ci": evaluate.clip_interval(per_clip, evaluate.clip_picks(len(ids), max(n_boot, 1), seed))}
+            "ci": evaluate.clip_interval(per_clip, evaluate.clip_picks(len(ids), max(n_boot, 1), seed)),
+            "median_diff": float(np.median(diffs))}
 
 
 def comparisons(rows: list[dict], n_boot: int) -> str:
     """Markdown: for every other row, the share of (clip, draw) pairs on which the full method is
-    better, with its 95% interval; * where the interval excludes 0.5."""
+    better, with its 95% interval; * where the interval excludes 0.5. Last column: the median
+    paired difference (row minus full) in the first PAIRED metric."""
     full = next((r for r in rows if r["variant"] == "full"), None)
     if full is None or len(rows) < 2:
         return ""
-    head = ["variant", *(f"full better on {k}" for k, _ in PAIRED)]
+    head = ["variant", *(f"full better on {k}" for k, _ in PAIRED), f"median Δ {PAIRED[0][0]} (row − full)"]
     md = ["Paired with the full method (same clips, same seeds): the share of (clip, draw) pairs on "
-          "which the full method is better, 95% interval over clips; * = significant (0.5 outside).", "",
+          "which the full method is better, 95% interval over clips; * = significant (0.5 outside). "
+          "Last column: the median over the pairs of the row's value minus the full method's.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         if r is full:
             continue
-        cells = []
+        cells, first = [], None
         for k, lower in PAIRED:
             c = paired(full["metrics_csv"], r["metrics_csv"], k, lower, n_boot)
+            first = first or c
             star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
             cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")
+        cells.append(f"{first['median_diff']:+.4f}")
         md.append("| " + " | ".join([r["label"], *cells]) + " |")
     return "\n".join(md) + "\n"
 

@@ -79,7 +79,8 @@ def test_table_has_every_variant_with_its_switches_and_finite_metrics(study):
     lines = [x for x in paired.splitlines() if x.startswith("| ") and not x.startswith("| variant")]
     assert len(lines) == len(ROWS) - 1
     for x in lines:
-        for cell in x.split(" | ")[1:]:
+        assert float(x.split(" | ")[-1].rstrip(" |")) == float(x.split(" | ")[-1].rstrip(" |"))  # a number, not nan
+        for cell in x.split(" | ")[1:-1]:
             share, n = float(cell.split(" [")[0]), int(cell.split("(n=")[1].rstrip(") |"))
             assert 0.0 <= share <= 1.0 and n >= 2, x
     png = (out / "chamfer_over_time.png").read_bytes()
@@ -217,10 +218,11 @@ def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_fram
     full = _metrics_csv(tmp_path / "full.csv", {p: 0.3 for p in pairs})
     # the same numbers: every pair a tie, 0.5 exactly, not significant
     same = ablate.paired(full, full, "chamfer_aligned", True, 500)
-    assert same["pairs"] == 30 and same["win"] == 0.5 and same["ci"] == [0.5, 0.5]
+    assert same["pairs"] == 30 and same["win"] == 0.5 and same["ci"] == [0.5, 0.5] and same["median_diff"] == 0.0
     # every pair of the row has an empty frame (CD inf): the full method wins all 30
     empty = _metrics_csv(tmp_path / "empty.csv", {p: inf for p in pairs})
-    assert ablate.paired(full, empty, "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0]}
+    assert ablate.paired(full, empty, "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0],
+                                                                         "median_diff": inf}
     # higher-is-better metrics flip: a higher IoU in the row is a loss of the full method
     iou = ablate.paired(full, empty, "chamfer_aligned", False, 500)
     assert iou["win"] == 0.0
@@ -229,6 +231,7 @@ def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_fram
     mixed = _metrics_csv(tmp_path / "mixed.csv", {(s, k): 0.4 if int(s[1:]) < 7 else 0.2 for s, k in pairs})
     m = ablate.paired(full, mixed, "chamfer_aligned", True, 2000)
     assert m["win"] == pytest.approx(0.7)
+    assert m["median_diff"] == pytest.approx(0.1)  # row minus full: +0.1 on 21 pairs, -0.1 on 9
     assert 0.3 < m["ci"][0] < 0.6 and 0.85 < m["ci"][1] <= 1.0
     # only pairs present in both count
     half = _metrics_csv(tmp_path / "half.csv", {p: 0.4 for p in pairs[:15]})
@@ -246,3 +249,4 @@ def test_comparison_table_marks_significance(tmp_path):
     assert worse.split(" | ")[1] == "1.00 [1.00, 1.00]* (n=24)"
     assert same.split(" | ")[1] == "0.50 [0.50, 0.50] (n=24)"
     assert "(n=0)" in worse.split(" | ")[2]
+    assert (worse.split(" | ")[-1], same.split(" | ")[-1]) == ("+0.2000 |", "+0.0000 |")  # median paired difference
