@@ -261,6 +261,13 @@ def _chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return float(ab.mean() + ba.mean())
 
 
+def assess(vae: VecSetVAE, run: dict, evaluator: Evaluator, train_eval: Evaluator | None) -> dict:
+    """`evaluator`'s scores of `vae`, plus `train_iou` on the training frames (NaN without them)."""
+    res = evaluator(vae, run)
+    res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None else math.nan
+    return res
+
+
 def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eval: Evaluator, eval_at: list[int]) -> list[dict]:
     steps = int(run["steps"]) or max(eval_at)
     checkpoints = sorted({s for s in eval_at if s <= steps} | {steps})
@@ -277,9 +284,8 @@ def train_and_eval(name: str, run: dict, frames, evaluator: Evaluator, train_eva
     def evaluate(step: int) -> None:
         clock["wall"] += time.time() - clock["t"]
         clock["cpu"] += time.process_time() - clock["c"]
-        res = evaluator(vae, run)
-        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None else math.nan
-        row = {"setting": name, "steps": step, "of": steps, "wall_s": clock["wall"], "cpu_s": clock["cpu"], **res}
+        row = {"setting": name, "steps": step, "of": steps, "wall_s": clock["wall"], "cpu_s": clock["cpu"],
+               **assess(vae, run, evaluator, train_eval)}
         rows.append(row)
         print(fmt_row(row), flush=True)
         clock["t"], clock["c"] = time.time(), time.process_time()
@@ -358,10 +364,8 @@ def main() -> None:
         print(fmt_row(r), flush=True)
     if args.checkpoint:  # no training: the base's VAE with the default inputs
         vae = components.base_for(BaseConfig(size="tiny", checkpoint=args.checkpoint)).vae
-        run = parse_run("base")
-        res = evaluator(vae, run)
-        res["train_iou"] = train_eval(vae, run, meshes=False)["iou"] if train_eval is not None else math.nan
-        rows.append({"setting": f"checkpoint {Path(args.checkpoint).name}", "steps": "-", **res})
+        rows.append({"setting": f"checkpoint {Path(args.checkpoint).name}", "steps": "-",
+                     **assess(vae, parse_run("base"), evaluator, train_eval)})
         print(fmt_row(rows[-1]), flush=True)
     for spec, run in runs:
         frames, fit_eval, n = train, train_eval, int(run["train_frames"])
