@@ -190,7 +190,7 @@ def evaluate_cfg(cfg: AblateConfig, uri: str, model_version: str, data_path: str
     e = cfg.evaluation
     e = replace(e, model=f"models:/{cfg.name}/{model_version}", data=replace(e.data, path=data_path),
                 mlflow=_store(e.mlflow, uri))
-    key = key_of(e)
+    key = key_of(e, evaluate.extraction())  # a new mesh extraction evaluates every row again
     return replace(e, output=replace(e.output, path=str(Path(cfg.output_path).resolve() / "eval" / f"{row}-{key}"))), key
 
 

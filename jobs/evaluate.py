@@ -274,12 +274,22 @@ def silhouettes(rows: list[dict], frames_THW4: np.ndarray, clip: Clip) -> dict[s
     }
 
 
+def extraction() -> dict:
+    """The mesh extraction every prediction goes through (model.mesh.MeshConfig's defaults): part
+    of the protocol, since evaluations under another are not comparable (band 0, corner signs
+    only, lost parts thinner than a coarse cell and left empty frames)."""
+    from model.mesh import MeshConfig
+
+    return {"band": MeshConfig().band}
+
+
 def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tuple[dict, str]:
     m = config_lib.to_dict(cfg.metrics)
     m.pop("workers", None)  # threads do not change a result
     proto = {"dataset_digest": dataset_digest, "split": cfg.split, "sample_ids": [c.sample_id for c in clips],
              "metrics": m, "gap_points": cfg.gap_points,
-             "generation": {"seed": cfg.seed, "seeds": cfg.seeds, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution}}
+             "generation": {"seed": cfg.seed, "seeds": cfg.seeds, "steps": cfg.steps, "mesh_resolution": cfg.mesh_resolution,
+                            "extraction": extraction()}}
     return proto, config_lib.digest(proto)[:32]
 
 

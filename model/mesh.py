@@ -2,11 +2,13 @@
 
 The field is the VAE's SDF, POSITIVE INSIDE, on the cube [-bounds, bounds]^3. Coarse-to-fine
 decodes a coarse grid, then decodes exactly only the fine points inside coarse cells whose
-corners change sign (plus a one-cell margin); elsewhere the sign of the trilinear upsample is
-enough, because marching cubes only reads values next to a sign change.
+corners change sign or lie near the surface (`band`), plus a one-cell margin; elsewhere the
+sign of the trilinear upsample is enough, because marching cubes only reads values next to a
+sign change.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +25,13 @@ class MeshConfig:
     bounds: float = 1.05
     level: float = 0.0
     coarse_factor: int = 4  # coarse grid = resolution / coarse_factor cells; 1 = dense only
+    # Coarse-to-fine also refines every coarse cell with a corner closer to the level set than
+    # `band` coarse-cell diagonals (|field - level| <= band * sqrt(3) * h). A part thinner than a
+    # coarse cell has no coarse point inside it, so corner signs alone miss it (a thin limb at
+    # resolution 40 vanished). A surface through a cell is within one diagonal of all its
+    # corners, so for a distance field (the VAE regresses one) band 1 refines every such cell;
+    # 0 = signs only.
+    band: float = 1.0
     chunk: int = 262_144  # points per field call
 
 
@@ -44,10 +53,12 @@ def sample_grid(field: Field, cfg: MeshConfig, device="cpu") -> tuple[np.ndarray
         return _evaluate(field, _grid_points(n, cfg.bounds, device).reshape(-1, 3), cfg.chunk).view(n + 1, n + 1, n + 1).cpu().numpy(), (n + 1) ** 3
     nc = n // cfg.coarse_factor
     coarse = _evaluate(field, _grid_points(nc, cfg.bounds, device).reshape(-1, 3), cfg.chunk).view(nc + 1, nc + 1, nc + 1) - cfg.level
-    # Coarse cells whose 8 corners do not all have one sign hold the surface.
-    corners = torch.stack([coarse[i : i + nc, j : j + nc, k : k + nc] > 0 for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    # Coarse cells whose 8 corners do not all have one sign, or with a corner within the band.
+    at_corners = lambda g: torch.stack([g[i : i + nc, j : j + nc, k : k + nc] for i in (0, 1) for j in (0, 1) for k in (0, 1)])  # noqa: E731
+    corners = at_corners(coarse > 0)
+    near = at_corners(coarse.abs() <= cfg.band * math.sqrt(3) * 2 * cfg.bounds / nc).any(0)
     mixed = (corners.any(0) & ~corners.all(0)).float()
-    mixed = F.max_pool3d(mixed[None, None], 3, stride=1, padding=1)[0, 0] > 0  # one-cell margin
+    mixed = (F.max_pool3d(mixed[None, None], 3, stride=1, padding=1)[0, 0] > 0) | near  # one-cell margin
     fine = F.interpolate(coarse[None, None], size=(n + 1,) * 3, mode="trilinear", align_corners=True)[0, 0]
     # Fine points belonging to a marked coarse cell (cell c covers fine points c*f .. (c+1)*f).
     f = cfg.coarse_factor
