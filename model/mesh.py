@@ -2,7 +2,7 @@
 
 The field is the VAE's SDF, POSITIVE INSIDE, on the cube [-bounds, bounds]^3. Coarse-to-fine
 decodes a coarse grid, then decodes exactly only the fine points inside coarse cells whose
-corners change sign or lie near the surface (`band`), plus a one-cell margin; elsewhere the
+corners change sign (plus a one-cell margin) or lie near the surface (`band`); elsewhere the
 sign of the trilinear upsample is enough, because marching cubes only reads values next to a
 sign change.
 """
@@ -58,7 +58,7 @@ def sample_grid(field: Field, cfg: MeshConfig, device="cpu") -> tuple[np.ndarray
     corners = at_corners(coarse > 0)
     near = at_corners(coarse.abs() <= cfg.band * math.sqrt(3) * 2 * cfg.bounds / nc).any(0)
     mixed = (corners.any(0) & ~corners.all(0)).float()
-    mixed = (F.max_pool3d(mixed[None, None], 3, stride=1, padding=1)[0, 0] > 0) | near  # one-cell margin
+    mixed = (F.max_pool3d(mixed[None, None], 3, stride=1, padding=1)[0, 0] > 0) | near  # margin around sign changes
     fine = F.interpolate(coarse[None, None], size=(n + 1,) * 3, mode="trilinear", align_corners=True)[0, 0]
     # Fine points belonging to a marked coarse cell (cell c covers fine points c*f .. (c+1)*f).
     f = cfg.coarse_factor
