@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from model.base import BaseConfig
 from model.condition import ConditionConfig, preprocess
 from model.st_layer import STConfig
 from model.fit import PerFrameBase, vae_loss
-from jobs.runtime import hms
+from jobs.runtime import hms, lr_factor
 
 log = logging.getLogger("shapegen4d.pretrain_base")
 CONDITION = "condition"  # <output_path>/condition: the trained encoder (Hugging Face layout)
@@ -150,10 +149,8 @@ class Phase:
     def __init__(self, name: str, module: torch.nn.Module, cfg: PhaseConfig, folder: Path):
         self.name, self.module, self.cfg, self.folder = name, module, cfg, folder
         self.opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr)
-        warm = max(cfg.warmup_steps, 1)
         # warm-up, then cosine to 10%: a short from-scratch run needs the decay to settle.
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * (
-            0.55 + 0.45 * math.cos(math.pi * min(s / max(cfg.steps, 1), 1.0))))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, 0.1))
         self.step = 0
         state = folder / f"{name}_state.pt"
         if state.is_file():

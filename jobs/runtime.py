@@ -1,6 +1,7 @@
 """What every job shares at run time: starting Ray, the code version it records, durations."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -46,3 +47,10 @@ def code_version() -> dict:
 def hms(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def lr_factor(step: int, warmup_steps: int, steps: int, decay_to: float) -> float:
+    """Learning-rate multiplier after `step` optimizer steps: a linear warm-up over `warmup_steps`
+    times a cosine from 1 at step 0 to `decay_to` at `steps` (decay_to = 1: constant after warm-up)."""
+    ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return ramp * (decay_to + (1.0 - decay_to) * 0.5 * (1.0 + math.cos(math.pi * min(step / max(steps, 1), 1.0))))

@@ -39,7 +39,10 @@ class TrainParams:
     lr: float = 5e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 500  # linear warm-up, then constant
+    warmup_steps: int = 500  # linear warm-up
+    # Then a cosine from lr to decay_to * lr at the last step; 1 keeps lr constant (the paper names
+    # no schedule). At a constant lr the small-scale fine-tuning's loss stops falling (README).
+    decay_to: float = 1.0
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2

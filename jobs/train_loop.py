@@ -24,7 +24,7 @@ from jobs import components
 from jobs import config as config_lib
 from jobs.train_config import TrainConfig
 from model import flow
-from jobs.runtime import hms
+from jobs.runtime import hms, lr_factor
 
 log = logging.getLogger("shapegen4d.train")
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
@@ -151,8 +151,8 @@ def train_func(loop_cfg: dict) -> None:
     model = comps.model
     params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
-    warmup = max(cfg.train.warmup_steps, 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    t = cfg.train
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.decay_to))
     engine, opt, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                                  model_parameters=params, config=deepspeed_config(cfg, use_bf16))
     step = 0
