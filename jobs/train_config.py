@@ -41,7 +41,7 @@ class TrainParams:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 500  # linear warm-up
     # Then a cosine from lr to decay_to * lr at the last step; 1 keeps lr constant (the paper names
-    # no schedule). At a constant lr the small-scale fine-tuning's loss stops falling (README).
+    # no schedule; on the small-scale ablation a decay to 0.1 changed no row measurably, README).
     decay_to: float = 1.0
     grad_clip: float = 1.0
     checkpoint_every: int = 500
