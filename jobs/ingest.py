@@ -46,11 +46,11 @@ class DatasetInfo:
     def rows(self, split: str) -> int:
         return int(self.manifest["splits"].get(split, 0))
 
-    def decoded_gb(self, split: str) -> float:
-        """Size of the split once decoded (float32 points, RGBA frames), for the caching choice."""
+    def decoded_gb(self, rows: int) -> float:
+        """Size of `rows` clips once decoded (float32 points, RGBA frames), for the caching choice."""
         d, res = self.dims, self.manifest["config"]["render"]["resolution"]
         per_row = d["T"] * (4 * 6 * (d["N"] + d["Ns"] + d["Q"] + d["Qs"]) + 4 * res * res)
-        return self.rows(split) * per_row / 2**30
+        return rows * per_row / 2**30
 
     def shard_paths(self) -> list[str]:
         """Shard files as paths Ray Data can read (local absolute paths or URIs)."""
@@ -154,6 +154,19 @@ def read_shard(info: DatasetInfo, shard: str, columns: list[str] | None = None):
         return pq.read_table(f, columns=columns)
 
 
+def subset_ids(info: DatasetInfo, split: str, n: int) -> list[str]:
+    """The `n` sample_ids of `split` whose sha256 ranks lowest, sorted: a fixed subset that does
+    not depend on shard order, mixes the families (ids name them), and grows by nesting with n."""
+    have = []
+    for shard in info.manifest["shards"]:
+        if shard["splits"].get(split, 0):
+            t = read_shard(info, shard["path"], ["sample_id", "split"]).to_pydict()
+            have += [sid for sid, s in zip(t["sample_id"], t["split"]) if s == split]
+    if n > len(have):
+        raise ValueError(f"data.max_clips={n} but split {split!r} of {info.uri} has {len(have)} clip(s)")
+    return sorted(sorted(have, key=lambda sid: hashlib.sha256(sid.encode()).hexdigest())[:n])
+
+
 def read_videos(info: DatasetInfo, shard: str, sample_ids: Iterable[str] | None = None, split: str | None = None,
                 limit: int = 0) -> dict[str, np.ndarray]:
     """sample_id -> conditioning video, uint8 frames [T,H,W,4] (decoded PNGs), of rows of one shard
@@ -174,12 +187,16 @@ def read_videos(info: DatasetInfo, shard: str, sample_ids: Iterable[str] | None 
     return {sid: decode_video(video) for sid, video in zip(t["sample_id"].to_pylist(), t["video"].to_pylist())}
 
 
-def decode_batch(table, split: str) -> dict[str, np.ndarray]:
-    """The `split` rows of a pyarrow batch of shard rows -> numpy arrays: surface [b,T,N,6],
-    queries [b,T,Q,6], (sharp_surface, sharp_queries), frames [b,T,H,W,4] uint8."""
+def decode_batch(table, split: str, sample_ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The `split` rows (only those in `sample_ids` when given) of a pyarrow batch of shard rows ->
+    numpy arrays: surface [b,T,N,6], queries [b,T,Q,6], (sharp_surface, sharp_queries), frames
+    [b,T,H,W,4] uint8."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = table.filter(pc.equal(table.column("split"), split))
+    if sample_ids is not None:
+        table = table.filter(pc.is_in(table.column("sample_id"), value_set=pa.array(sample_ids, pa.string())))
     if table.num_rows == 0:
         return {}
     out = {}
@@ -190,13 +207,17 @@ def decode_batch(table, split: str) -> dict[str, np.ndarray]:
     return out
 
 
-def ray_dataset(info: DatasetInfo, split: str, materialize_below_gb: float = 0.0):
-    """The `split` rows of the dataset, decoded, as a Ray Dataset: streaming, or decoded once into
-    the object store when smaller than `materialize_below_gb` (each streamed epoch re-reads and
-    re-decodes, seconds of start-up that dominate when an epoch is only a few steps)."""
+def ray_dataset(info: DatasetInfo, split: str, materialize_below_gb: float = 0.0,
+                sample_ids: list[str] | None = None):
+    """The `split` rows of the dataset (only those in `sample_ids` when given), decoded, as a Ray
+    Dataset: streaming, or decoded once into the object store when smaller than
+    `materialize_below_gb` (each streamed epoch re-reads and re-decodes, seconds of start-up that
+    dominate when an epoch is only a few steps)."""
     import ray
 
-    columns = ["split"] + [c for c in ARRAYS if c in info.manifest["columns"]]
+    columns = ["sample_id", "split"] + [c for c in ARRAYS if c in info.manifest["columns"]]
     ds = ray.data.read_parquet(info.shard_paths(), columns=columns)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"split": split}, batch_format="pyarrow", batch_size=1)
-    return ds.materialize() if info.decoded_gb(split) < materialize_below_gb else ds
+    ds = ds.map_batches(decode_batch, fn_kwargs={"split": split, "sample_ids": sample_ids}, batch_format="pyarrow",
+                        batch_size=1)
+    rows = info.rows(split) if sample_ids is None else len(sample_ids)
+    return ds.materialize() if info.decoded_gb(rows) < materialize_below_gb else ds

@@ -57,10 +57,18 @@ def make_spec(cfg: TrainConfig, data: ingest.DatasetInfo) -> components.ModelCon
     return replace(cfg.model, num_latents=data.num_latents)
 
 
+def clips(cfg: TrainConfig, data: ingest.DatasetInfo) -> list[str] | None:
+    """The sample_ids training reads when data.max_clips limits them (None: the whole split)."""
+    return ingest.subset_ids(data, cfg.data.split, cfg.data.max_clips) if cfg.data.max_clips > 0 else None
+
+
 def check(cfg: TrainConfig, data: ingest.DatasetInfo) -> None:
     """Fail before any worker starts, with the reason."""
     train_loop.accumulation_steps(cfg)
     rows = data.rows(cfg.data.split)
+    if cfg.data.max_clips > rows:
+        raise ValueError(f"data.max_clips={cfg.data.max_clips} but split {cfg.data.split!r} of {data.uri} has {rows} clip(s)")
+    rows = cfg.data.max_clips or rows
     need = cfg.train.micro_batch_size * cfg.scaling.num_workers
     if rows < need:
         raise ValueError(f"split {cfg.data.split!r} of {data.uri} has {rows} clip(s); {cfg.scaling.num_workers} "
@@ -86,6 +94,9 @@ def find_run(cfg: TrainConfig, uri: str, run_key: str, digest: str):
     if run.data.tags.get("dataset.digest") != digest:
         raise ValueError(f"run {run_key} has checkpoints of a model trained on dataset {run.data.tags.get('dataset.digest')}, "
                          f"not on {digest}: choose another run.name (or remove its checkpoints to start over)")
+    if run.data.params.get("data.max_clips", "0") != str(cfg.data.max_clips):
+        raise ValueError(f"run {run_key} has checkpoints of a model trained with data.max_clips="
+                         f"{run.data.params.get('data.max_clips', '0')}, not {cfg.data.max_clips}: choose another run.name")
     return exp_id, run
 
 
@@ -97,8 +108,9 @@ def has_checkpoints(run_dir: str) -> bool:
     return any(e.base_name.startswith("checkpoint_") for e in entries)
 
 
-def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> None:
-    """Params, tags and the dataset input of a new training run (the active run)."""
+def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str, sample_ids: list[str] | None) -> None:
+    """Params, tags and the dataset input of a new training run (the active run); with
+    data.max_clips, the clips trained on as the artifact train_clips.txt."""
     import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -125,9 +137,12 @@ def log_lineage(cfg: TrainConfig, data: ingest.DatasetInfo, run_key: str) -> Non
     local = [c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource"][:1]
     source = resolve_dataset_source(data.uri, candidate_sources=local if "://" not in data.uri else None)
     mlflow.log_input(MetaDataset(source, name=data.manifest["name"], digest=data.digest), context="training")
+    if sample_ids is not None:
+        mlflow.log_text("\n".join(sample_ids) + "\n", "train_clips.txt")
 
 
-def fit(cfg: TrainConfig, spec: components.ModelConfig, data: ingest.DatasetInfo, uri: str, run_id: str):
+def fit(cfg: TrainConfig, spec: components.ModelConfig, data: ingest.DatasetInfo, uri: str, run_id: str,
+        sample_ids: list[str] | None = None):
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -152,7 +167,7 @@ def fit(cfg: TrainConfig, spec: components.ModelConfig, data: ingest.DatasetInfo
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             worker_runtime_env={"env_vars": env},
         ),
-        datasets={"train": ingest.ray_dataset(data, cfg.data.split, cfg.data.materialize_below_gb)},
+        datasets={"train": ingest.ray_dataset(data, cfg.data.split, cfg.data.materialize_below_gb, sample_ids)},
     )
     return trainer.fit()
 
@@ -165,6 +180,7 @@ def main(cfg: TrainConfig) -> Result:
     check(cfg, data)
     # Once, here on the driver (the workers read through Ray Data): every shard the ingest reads.
     ingest.verify_shards(data.uri, data.manifest, enabled=cfg.data.verify_sha256)
+    sample_ids = clips(cfg, data)
     spec = make_spec(cfg, data)
     uri = tracking.tracking_uri(cfg.mlflow)
     run_key = f"{storage_path(cfg).rstrip('/')}/{cfg.run.name}"
@@ -176,12 +192,14 @@ def main(cfg: TrainConfig) -> Result:
     with mlflow.start_run(run_id=existing.info.run_id if existing else None, experiment_id=exp_id,
                           run_name=None if existing else cfg.run.name) as run:
         if existing is None:
-            log_lineage(cfg, data, run_key)
-        log.info("%s MLflow run %s (%s); dataset %s digest %s, %d %s clips; %d steps of %d clips",
+            log_lineage(cfg, data, run_key, sample_ids)
+        log.info("%s MLflow run %s (%s); dataset %s digest %s, %d %s clips%s; %d steps of %d clips",
                  "continuing" if existing else "started", run.info.run_id, uri, data.uri, data.digest,
-                 data.rows(cfg.data.split), cfg.data.split, cfg.train.steps, cfg.train.global_batch_size)
+                 data.rows(cfg.data.split), cfg.data.split,
+                 "" if sample_ids is None else f" of which {len(sample_ids)} train (data.max_clips)",
+                 cfg.train.steps, cfg.train.global_batch_size)
         try:
-            result = fit(cfg, spec, data, uri, run.info.run_id)
+            result = fit(cfg, spec, data, uri, run.info.run_id, sample_ids)
             if result.error:
                 raise result.error
             if result.checkpoint is None:

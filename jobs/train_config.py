@@ -22,6 +22,10 @@ class DataConfig:
     # Surface points per frame fed to the VAE encoder: 0 = all the shard has; fewer = a seeded
     # random subset (cheaper encoder cross-attention, same queries).
     num_surface_points: int = 0
+    # Clips of the split to train on: 0 = all; N = the same N every time (those whose sha256 of
+    # sample_id ranks lowest: spread over the asset families, and each smaller subset lies inside
+    # every larger one), for data-scaling studies. More than the split holds is an error.
+    max_clips: int = 0
     # Decode the split once into Ray's object store when it is smaller than this (GiB); larger
     # splits stream from the shards every epoch.
     materialize_below_gb: float = 2.0

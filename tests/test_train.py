@@ -128,7 +128,7 @@ def test_train_registers_a_model_whose_lineage_reaches_the_dataset(dataset, serv
     data, manifest = dataset
     runs = tmp_path / "runs"
     done = _run(_train_cmd(data, runs, "lineage", server, "train.steps=3", "train.checkpoint_every=3",
-                           "train.decay_to=0.2"))
+                           "train.decay_to=0.2", "data.max_clips=2"))
     assert done.returncode == 0, done.stderr[-5000:]
     assert "registered models:/shapegen4d@candidate" in done.stdout
     client = mlflow.MlflowClient(server)
@@ -140,6 +140,8 @@ def test_train_registers_a_model_whose_lineage_reaches_the_dataset(dataset, serv
     build = client.get_run(run.data.tags["dataset.build_run_id"])
     assert build.data.tags["dataset.digest"] == manifest["digest"]
     assert run.data.tags["base.random_init"] == "true" and run.data.params["train.lr"] == "0.001"
+    trained_on = client.download_artifacts(run.info.run_id, "train_clips.txt", str(tmp_path))
+    assert Path(trained_on).read_text().split() == ingest.subset_ids(ingest.open_dataset(str(data)), "train", 2)
     assert Path(client.get_experiment(run.info.experiment_id).artifact_location).is_absolute() or \
         client.get_experiment(run.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3]
@@ -248,6 +250,28 @@ def test_a_worker_death_recovers_from_the_last_zero3_checkpoint(dataset, tmp_pat
     assert state["base_fingerprint"] == components.fingerprint(components.random_base(_spec(data).base).dit.state_dict())
 
 
+def test_max_clips_takes_a_fixed_nested_subset_of_the_split(dataset):
+    import pyarrow as pa
+
+    data, manifest = dataset
+    info = ingest.open_dataset(str(data))
+    rows = [ingest.read_shard(info, s["path"], ["sample_id", "split"]).to_pydict() for s in manifest["shards"]]
+    train_ids = sorted(i for t in rows for i, sp in zip(t["sample_id"], t["split"]) if sp == "train")
+    n = len(train_ids)
+    subsets = [ingest.subset_ids(info, "train", k) for k in range(1, n + 1)]
+    assert [len(s) for s in subsets] == list(range(1, n + 1)) and subsets[-1] == train_ids
+    assert all(set(a) < set(b) for a, b in zip(subsets, subsets[1:]))  # nested: a data-scaling series
+    assert ingest.subset_ids(info, "train", 1) == subsets[0]  # and the same on every call
+    with pytest.raises(ValueError, match=f"has {n} clip"):
+        ingest.subset_ids(info, "train", n + 1)
+    # The ingest decodes only the chosen rows of the split.
+    table = pa.concat_tables(ingest.read_shard(info, s["path"], ["sample_id", "split", "surface", "queries", "video"])
+                             for s in manifest["shards"])
+    assert len(ingest.decode_batch(table, "train")["surface"]) == n
+    assert len(ingest.decode_batch(table, "train", subsets[0])["surface"]) == 1
+    assert len(ingest.decode_batch(table, "val", subsets[0])) == 0  # a train id is not in val
+
+
 def test_bad_inputs_fail_before_training_with_a_reason(dataset, tmp_path):
     data, _ = dataset
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -257,6 +281,8 @@ def test_bad_inputs_fail_before_training_with_a_reason(dataset, tmp_path):
     assert odd.returncode == 1 and "not a multiple" in odd.stderr
     many = _run(_train_cmd(data, tmp_path / "runs", "x", tracking, "scaling.num_workers=64", "train.global_batch_size=64"))
     assert many.returncode == 1 and "need at least 64" in many.stderr
+    over = _run(_train_cmd(data, tmp_path / "runs", "x", tracking, "data.max_clips=1000"))
+    assert over.returncode == 1 and "data.max_clips=1000 but split 'train'" in over.stderr
     bad_key = _run(_train_cmd(data, tmp_path / "runs", "x", tracking, "train.stepz=1"))
     assert bad_key.returncode == 2 and "train.stepz" in bad_key.stderr
 
@@ -286,3 +312,6 @@ def test_a_run_continues_only_with_its_checkpoints_and_its_dataset(tmp_path):
     assert train.find_run(cfg, uri, run_key, "a" * 32)[1].info.run_id == run.info.run_id
     with pytest.raises(ValueError, match="trained on dataset a{32}"):
         train.find_run(cfg, uri, run_key, "b" * 32)
+    with pytest.raises(ValueError, match="data.max_clips=0, not 5"):  # a subset is other training data
+        train.find_run(config_lib.load(TrainConfig, None, [f"mlflow.tracking_uri={uri}", "data.max_clips=5"]),
+                       uri, run_key, "a" * 32)
