@@ -17,7 +17,10 @@ One command, every stage the real job's `main` (so each resumes or skips what it
    the per-frame base) and independent noise per frame: what running the 3D model frame by
    frame gives.
 5. evaluation: `jobs.evaluate` of every variant and the baseline on the same test clips of the
-   aligned dataset (same protocol digest, so the rows compare).
+   aligned dataset (same protocol digest, so the rows compare). With `train_seeds=N` every trained
+   variant is fine-tuned N times (train.seed + k, registered as <variant>-s<k>) and its row pools
+   the N evaluations: intervals and paired shares then resample runs as well as clips, so they
+   cover the training's own noise.
 6. report: <output_path>/ablation.md + ablation.csv (one row per variant: its switches and the
    metrics, the layout of the paper's ablation table), chamfer_over_time.png (mean per-frame
    Chamfer over the clip per variant), ablation.json (everything); all logged to one MLflow
@@ -113,6 +116,10 @@ class AblateConfig:
     variants: list[Variant] = field(default_factory=lambda: paper_variants() + official_switch_variants() + [
         Variant("st-untrained", "S-T layers untrained (the base, sampled as ShapeGen4D)", untrained=True)])
     baseline: bool = True  # also evaluate the per-frame base
+    # Fine-tune every trained row this many times, run k with train.seed = finetune.train.seed + k
+    # (registered as <variant>-s<k>); the row's metrics, intervals and paired shares pool its runs,
+    # so they cover the training's own noise, not only the test clips'. 1 = one run per row.
+    train_seeds: int = 1
     metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
 
 
@@ -148,6 +155,15 @@ def check_config(cfg: AblateConfig) -> None:
     for v in cfg.variants:
         if not v.name or not all(c.isalnum() or c == "-" for c in v.name):
             raise config_lib.ConfigError(f"variant name {v.name!r}: use letters, digits and '-' (it is a registry alias)")
+    if cfg.train_seeds < 1:
+        raise config_lib.ConfigError(f"train_seeds must be >= 1, got {cfg.train_seeds}")
+    if cfg.train_seeds > 1:
+        seeded = [v.name for v in cfg.variants if any(a.startswith("train.seed=") for a in v.train)]
+        if seeded:
+            raise config_lib.ConfigError(f"variants {seeded} set train.seed, which train_seeds > 1 sets per run")
+        runs = [r.name for v in cfg.variants for r in replicas(cfg, v)]
+        if len(set(runs)) != len(runs):
+            raise config_lib.ConfigError(f"with train_seeds={cfg.train_seeds} the runs' names collide: {runs}")
 
 
 def _store(sub: MlflowConfig, uri: str) -> MlflowConfig:
@@ -198,6 +214,17 @@ def split_overrides(variant: Variant) -> tuple[list[str], list[str]]:
     """(overrides that change the trained weights, sampling-only overrides) of a variant."""
     sampling = [a for a in variant.train if a.split("=")[0].startswith(SAMPLING_KEYS)]
     return [a for a in variant.train if a not in sampling], sampling
+
+
+def replicas(cfg: AblateConfig, variant: Variant) -> list[Variant]:
+    """The runs of a row: the variant, then `<name>-s<k>` fine-tuned with train.seed + k for k <
+    train_seeds (the names a variant of that name and seed override would have, so a journal of
+    such rows is reused). An untrained row has no training noise: one run."""
+    if variant.untrained:
+        return [variant]
+    seed = cfg.finetune.train.seed
+    return [variant] + [replace(variant, name=f"{variant.name}-s{k}", train=[*variant.train, f"train.seed={seed + k}"])
+                        for k in range(1, cfg.train_seeds)]
 
 
 def switches(variant: Variant | None, time_shift: float) -> dict:
@@ -350,45 +377,97 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
 PAIRED = [("chamfer_aligned", True), ("jitter", True), ("fscore_aligned", False), ("iou_aligned", False)]
 
 
-def paired(full_csv: str, row_csv: str, key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
-    """How often the full method beats a row on `key`, over the (clip, draw) pairs both evaluated:
-    every row draws clip i's k-th sample from the same seed, so pairs share their noise. A win
-    scores 1, a tie 0.5 (two empty frames: both inf), a loss 0; the share of wins gets a 95%
-    interval by resampling CLIPS (evaluate.clip_interval, the bootstrap of evaluate.summarize:
-    each resample averages all draws of the clips it drew). Unlike a mean difference it stays
-    defined when empty frames make CD inf (an empty frame loses to any surface), and 0.5 outside
-    the interval is significant. `median_diff`: the median over the pairs of row minus full in
-    `key` (two infs: 0), how far apart the two rows' shapes are, not only which is ahead."""
-    def read(path):
-        with open(path, newline="") as f:
-            return {(r["sample_id"], r["draw"]): float(r[key]) for r in csv.DictReader(f)
-                    if r["status"] == "ok" and r.get(key, "") not in ("", "nan")}
+def run_clip_picks(n_runs: int, n_clips: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """[n_boot, n_runs * n_clips] indices into (run, clip) cells stored run-major: each resample
+    draws the fine-tuning runs and the clips, both with replacement and crossed, as both are
+    samples (of the training's noise, of the data). With one run it is `evaluate.clip_picks`."""
+    clips_BC = evaluate.clip_picks(n_clips, n_boot, seed)
+    runs_BS = np.random.default_rng([seed, 1]).integers(0, n_runs, size=(n_boot, n_runs))
+    return (runs_BS[:, :, None] * n_clips + clips_BC[:, None, :]).reshape(n_boot, -1)
 
-    a, b = read(full_csv), read(row_csv)
-    ids = sorted({sid for sid, _ in a.keys() & b.keys()})
+
+def _read_csv(path: str, key: str) -> dict[tuple[str, str], float]:
+    """(sample_id, draw) -> `key` of the ok entries of an evaluation's metrics.csv."""
+    with open(path, newline="") as f:
+        return {(r["sample_id"], r["draw"]): float(r[key]) for r in csv.DictReader(f)
+                if r["status"] == "ok" and r.get(key, "") not in ("", "nan")}
+
+
+def paired(full_csvs: list[str], row_csvs: list[str], key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
+    """How often the full method beats a row on `key`, over the (run, clip, draw) triples both
+    evaluated. Each list holds one evaluation's metrics.csv per fine-tuning run (train_seeds), run
+    k of the row paired with run k of full; a row with one run (untrained, the per-frame base: no
+    training noise) is paired with every run of full. Every row draws clip i's k-th sample from
+    the same seed, so pairs share their noise. A win scores 1, a tie 0.5 (two empty frames: both
+    inf), a loss 0; the share of wins gets a 95% interval by resampling runs and clips
+    (`run_clip_picks`; each resample averages all draws of the cells it drew), so with several
+    runs it covers the training's noise too. Unlike a mean difference it stays defined when empty
+    frames make CD inf (an empty frame loses to any surface), and 0.5 outside the interval is
+    significant. `median_diff`: the median over the pairs of row minus full in `key` (two infs:
+    0), how far apart the two rows' shapes are, not only which is ahead."""
+    if 1 not in (len(full_csvs), len(row_csvs)) and len(full_csvs) != len(row_csvs):
+        raise ValueError(f"cannot pair {len(full_csvs)} runs of full with {len(row_csvs)} of a row")
+    n_runs = max(len(full_csvs), len(row_csvs))
+    runs = [(_read_csv(full_csvs[k % len(full_csvs)], key), _read_csv(row_csvs[k % len(row_csvs)], key))
+            for k in range(n_runs)]
+    ids = sorted({sid for a, b in runs for sid, _ in a.keys() & b.keys()})
     if not ids:
         return {"pairs": 0, "win": math.nan, "ci": [math.nan, math.nan], "median_diff": math.nan}
-    per_clip = np.zeros((len(ids), 2))  # [win sum, pair count]
+    cells = np.zeros((n_runs, len(ids), 2))  # [win sum, pair count] per (run, clip)
     diffs = []
-    for sid, draw in a.keys() & b.keys():
-        x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
-        per_clip[ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
-        diffs.append(0.0 if a[sid, draw] == b[sid, draw] else b[sid, draw] - a[sid, draw])
-    return {"pairs": int(per_clip[:, 1].sum()), "win": float(per_clip[:, 0].sum() / per_clip[:, 1].sum()),
-            "ci": evaluate.clip_interval(per_clip, evaluate.clip_picks(len(ids), max(n_boot, 1), seed)),
-            "median_diff": float(np.median(diffs))}
+    for k, (a, b) in enumerate(runs):
+        for sid, draw in a.keys() & b.keys():
+            x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
+            cells[k, ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
+            diffs.append(0.0 if a[sid, draw] == b[sid, draw] else b[sid, draw] - a[sid, draw])
+    picks = run_clip_picks(n_runs, len(ids), max(n_boot, 1), seed)
+    return {"pairs": int(cells[..., 1].sum()), "win": float(cells[..., 0].sum() / cells[..., 1].sum()),
+            "ci": evaluate.clip_interval(cells.reshape(-1, 2), picks), "median_diff": float(np.median(diffs))}
+
+
+def pool(runs: list[dict], n_boot: int, seed: int = 0) -> dict:
+    """One row of the table from the evaluations of its fine-tuning runs (journal entries plus
+    their `metrics_csv`). One run: that evaluation as it is. Several: each metric the mean over
+    every run's (clip, draw) entries, its 95% interval by resampling runs and clips
+    (`run_clip_picks`); the frame statistics and per-frame curves the mean over the runs."""
+    csvs = [r["metrics_csv"] for r in runs]
+    per_run = [{"model": r["model"], "summary": r["summary"]} for r in runs]
+    if len(runs) == 1:
+        return {**{k: v for k, v in runs[0].items() if k != "metrics_csv"}, "metrics_csvs": csvs, "runs": per_run}
+    summary = {k: float(np.mean([r["summary"][k] for r in runs])) for k in runs[0]["summary"]
+               if all(k in r["summary"] for r in runs)}
+    ci = {}
+    for key in runs[0]["summary_ci"]:
+        values = [_read_csv(c, key) for c in csvs]
+        ids = sorted({sid for v in values for sid, _ in v})
+        if not ids:
+            continue
+        cells = np.zeros((len(runs), len(ids), 2))  # [sum over draws, draws] per (run, clip)
+        for k, v in enumerate(values):
+            for (sid, _), x in v.items():
+                cells[k, ids.index(sid)] += (x, 1.0)
+        with np.errstate(invalid="ignore"):
+            summary[key] = float(cells[..., 0].sum() / cells[..., 1].sum())
+        ci[key] = evaluate.clip_interval(cells.reshape(-1, 2), run_clip_picks(len(runs), len(ids), max(n_boot, 1), seed))
+    curves = {k: [float(np.mean(x)) for x in zip(*(r["per_frame"][k] for r in runs))] for k in runs[0]["per_frame"]}
+    done = [tuple(map(int, r["clips"].split("/"))) for r in runs]
+    return {"model": ", ".join(r["model"] for r in runs), "run_id": [r["run_id"] for r in runs], "summary": summary,
+            "summary_ci": ci, "clips": f"{sum(a for a, _ in done)}/{sum(b for _, b in done)}", "per_frame": curves,
+            "metrics_csvs": csvs, "runs": per_run}
 
 
 def comparisons(rows: list[dict], n_boot: int) -> str:
-    """Markdown: for every other row, the share of (clip, draw) pairs on which the full method is
-    better, with its 95% interval; * where the interval excludes 0.5. Last column: the median
-    paired difference (row minus full) in the first PAIRED metric."""
+    """Markdown: for every other row, the share of paired (run, clip, draw) entries on which the
+    full method is better, with its 95% interval; * where the interval excludes 0.5. Last column:
+    the median paired difference (row minus full) in the first PAIRED metric."""
     full = next((r for r in rows if r["variant"] == "full"), None)
     if full is None or len(rows) < 2:
         return ""
+    n_runs = len(full["metrics_csvs"])
+    over = f"runs × clips (the {n_runs} fine-tuning seeds paired run by run)" if n_runs > 1 else "clips"
     head = ["variant", *(f"full better on {k}" for k, _ in PAIRED), f"median Δ {PAIRED[0][0]} (row − full)"]
     md = ["Paired with the full method (same clips, same seeds): the share of (clip, draw) pairs on "
-          "which the full method is better, 95% interval over clips; * = significant (0.5 outside). "
+          f"which the full method is better, 95% interval over {over}; * = significant (0.5 outside). "
           "Last column: the median over the pairs of the row's value minus the full method's.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
@@ -396,12 +475,27 @@ def comparisons(rows: list[dict], n_boot: int) -> str:
             continue
         cells, first = [], None
         for k, lower in PAIRED:
-            c = paired(full["metrics_csv"], r["metrics_csv"], k, lower, n_boot)
+            c = paired(full["metrics_csvs"], r["metrics_csvs"], k, lower, n_boot)
             first = first or c
             star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
             cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")
         cells.append(f"{first['median_diff']:+.4f}")
         md.append("| " + " | ".join([r["label"], *cells]) + " |")
+    return "\n".join(md) + "\n"
+
+
+def per_run(rows: list[dict], metric: str) -> str:
+    """Markdown: `metric` of each fine-tuning run of the rows that have several: how far the
+    training seed alone moves a row ("" when every row is one run)."""
+    n = max(len(r["runs"]) for r in rows)
+    if n == 1:
+        return ""
+    head = ["variant", *(f"seed +{k}" for k in range(n))]
+    md = [f"{metric} of each fine-tuning run (train.seed + k):", "",
+          "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        if len(r["runs"]) > 1:
+            md.append("| " + " | ".join([r["label"], *(_num(x["summary"].get(metric, math.nan)) for x in r["runs"])]) + " |")
     return "\n".join(md) + "\n"
 
 
@@ -486,7 +580,7 @@ def main(cfg: AblateConfig) -> dict:
     from mlflow.tracking import MlflowClient
 
     models: dict[str, dict] = {}
-    for v in cfg.variants:
+    for v in (r for variant in cfg.variants for r in replicas(cfg, variant)):
         data_path = datasets[tuple(v.dataset)]
         if v.untrained:
             tcfg = train_cfg(cfg, uri, v.train, data_path, base, alias=v.name)
@@ -506,31 +600,37 @@ def main(cfg: AblateConfig) -> dict:
 
         models[v.name] = stage(f"model:{v.name}:{key_of(trained['run_id'], sampling)}", register)
     time_shift = cfg.finetune.model.flow.time_shift
-    rows_meta = [(v.name, v.label, switches(v, time_shift)) for v in cfg.variants]
+    rows_meta = [(v.name, v.label, switches(v, time_shift), [r.name for r in replicas(cfg, v)]) for v in cfg.variants]
     if cfg.baseline:
         tcfg = train_cfg(cfg, uri, [], aligned, base, alias="per-frame-base")
         models["per-frame-base"] = stage(f"model:per-frame-base:{key_of(tcfg)}", lambda: per_frame_base(cfg, tcfg, aligned))
-        rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, time_shift)))
+        rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, time_shift), ["per-frame-base"]))
 
-    # 4. evaluate each, pinned to its model version, on the same test clips of the aligned dataset.
+    # 4. evaluate each run, pinned to its model version, on the same test clips of the aligned
+    #    dataset; a row pools its runs.
     rows = []
-    for name, label, sw in rows_meta:
-        ecfg, ekey = evaluate_cfg(cfg, uri, models[name]["version"], aligned, name)
+    for name, label, sw, runs in rows_meta:
+        evals = []
+        for run_name in runs:
+            ecfg, ekey = evaluate_cfg(cfg, uri, models[run_name]["version"], aligned, run_name)
 
-        def run_eval(ecfg=ecfg):
-            ev = evaluate.main(ecfg).evaluations[0]
-            return {"model": ev.model.load_uri, "run_id": ev.run_id, "summary": {**ev.summary, **frame_stats(ev.clips)},
-                    "summary_ci": ev.summary_ci,
-                    "clips": f"{ev.evaluated}/{len(ev.clips)}",
-                    "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
+            def run_eval(ecfg=ecfg):
+                ev = evaluate.main(ecfg).evaluations[0]
+                return {"model": ev.model.load_uri, "run_id": ev.run_id, "summary": {**ev.summary, **frame_stats(ev.clips)},
+                        "summary_ci": ev.summary_ci,
+                        "clips": f"{ev.evaluated}/{len(ev.clips)}",
+                        "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
 
-        ev = stage(f"eval:{name}:{ekey}", run_eval)
-        rows.append({"variant": name, "label": label, "switches": sw, **ev,
-                     "metrics_csv": str(Path(ecfg.output.path) / "metrics.csv")})  # per clip and draw
+            evals.append({**stage(f"eval:{run_name}:{ekey}", run_eval),
+                          "metrics_csv": str(Path(ecfg.output.path) / "metrics.csv")})  # per clip and draw
+        rows.append({"variant": name, "label": label, "switches": sw,
+                     **pool(evals, cfg.evaluation.bootstrap, cfg.evaluation.seed)})
 
     # 5. the table, the plot, one MLflow run holding them.
     md, table_csv = table(rows, cfg.metric)
     md += "\n" + comparisons(rows, cfg.evaluation.bootstrap)
+    if seeds := per_run(rows, cfg.metric):
+        md += "\n" + seeds
     plot_key = "chamfer_aligned" if any(r["per_frame"].get("chamfer_aligned") for r in rows) else "chamfer"
     plot(rows, root / "chamfer_over_time.png", plot_key)
     (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, used, rows)}")
@@ -556,8 +656,10 @@ def _notes(cfg: AblateConfig, base: dict, timings: dict, rows: list[dict]) -> st
     b = cfg.pretrain.model.base
     lines = [f"- Base: {b.name} ({b.size}), pretrained here ({base['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
              f"{cfg.pretrain.dit.steps} steps), frozen; MLflow run {base['run_id']}.",
-             f"- Fine-tuning: {t.steps} steps of {t.global_batch_size} clips, lr {t.lr:g}, per variant.",
-             f"- Evaluation: {rows[0]['clips']} (clip, draw) evaluations of {cfg.evaluation.limit or 'all'} test clips; CD = sum of the two directional mean distances, "
+             f"- Fine-tuning: {t.steps} steps of {t.global_batch_size} clips, lr {t.lr:g}, per variant"
+             + (f", {cfg.train_seeds} runs (train.seed {t.seed}..{t.seed + cfg.train_seeds - 1}) per trained variant, "
+                "pooled in its row." if cfg.train_seeds > 1 else "."),
+             f"- Evaluation: {rows[0]['clips']} {'(run, clip, draw)' if cfg.train_seeds > 1 else '(clip, draw)'} evaluations of {cfg.evaluation.limit or 'all'} test clips; CD = sum of the two directional mean distances, "
              "`aligned` = after one similarity per clip (frame 1); jitter = mean |step CD(pred) - step CD(truth)|.",
              "- Wall time per stage: " + ", ".join(f"{k} {hms(v)}" for k, v in timings.items()) + "."]
     return "\n".join(lines) + "\n"

@@ -167,6 +167,85 @@ def test_rerun_reuses_every_stage_and_a_changed_config_redoes_only_what_it_chang
     assert (root / "out" / "ablation.md").read_text() != table
 
 
+def test_train_seeds_fine_tune_each_trained_row_again_and_pool_its_runs(study):
+    import mlflow
+    from safetensors.torch import load_file
+
+    from jobs import components
+
+    root, _ = study
+    out = root / "out"
+    done = _run(root, "train_seeds=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = sorted(line.split("=== ")[1].split(" (")[0].rsplit(":", 1)[0] for line in done.stderr.splitlines()
+                     if "=== " in line)
+    # Only the second runs are new: full's and independent-queries' trainings (no-time-shift samples
+    # full-s1's weights); the untrained row and the per-frame base have no training noise: one run.
+    assert [s.split(":")[0] for s in started].count("train") == 2, started
+    assert [s for s in started if not s.startswith("train")] == [
+        "eval:full-s1", "eval:independent-queries-s1", "eval:no-time-shift-s1",
+        "model:full-s1", "model:independent-queries-s1", "model:no-time-shift-s1"], started
+
+    def cd(row: str) -> float:  # the row's evaluation under evaluation.seed=0 (the re-run above added seed 1)
+        docs = [json.loads(f.read_text()) for f in (out / "eval").glob("*/metrics.json")
+                if f.parent.name.rsplit("-", 1)[0] == row]
+        (doc,) = [d for d in docs if d["clips"][0]["seed"] == 0]
+        return doc["summary"]["chamfer_aligned"]
+
+    rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open())}
+    assert list(rows) == ROWS
+    # The full row is the mean over both runs' (clip, draw) entries; each run has 2 clips x 1 draw.
+    assert rows["full"]["clips"] == "4/4" and rows["st-untrained"]["clips"] == "2/2"
+    assert float(rows["full"]["chamfer_aligned"]) == pytest.approx((cd("full") + cd("full-s1")) / 2)
+    md = (out / "ablation.md").read_text()
+    pairs_md, per_run = md.split("Paired with the full method")[1].split("of each fine-tuning run")
+    paired = {x.split(" | ")[0][2:]: x for x in pairs_md.splitlines() if x.startswith("| ")}
+    assert "(n=4)" in paired["U"] and "(n=4)" in paired["IQ"]  # run k with run k; the one untrained run with both
+    for label in ("Full", "IQ", "NTS"):
+        assert sum(line.startswith(f"| {label} |") for line in per_run.splitlines()) == 1
+    assert "| U |" not in per_run
+    # The second run trained with train.seed + 1, into other weights; no-time-shift-s1 samples them.
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+
+    def weights(alias: str) -> str:
+        d = Path(mlflow.artifacts.download_artifacts(f"models:/shapegen4d-ablation@{alias}", dst_path=str(root / f"w-{alias}")))
+        return components.fingerprint(load_file(str(next(d.rglob(ablate.registry.ST_WEIGHTS)))))
+
+    assert weights("full-s1") == weights("no-time-shift-s1") != weights("full")
+    run_s1 = mlflow.get_run(mlflow.MlflowClient().get_model_version_by_alias("shapegen4d-ablation", "full-s1").run_id)
+    assert run_s1.data.params["train.seed"] == "1"
+
+
+def test_pooled_runs_resample_runs_and_clips_so_the_interval_covers_the_seed(tmp_path):
+    pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
+    f0, f1 = (_metrics_csv(tmp_path / f"f{k}.csv", {p: 0.3 for p in pairs}) for k in range(2))
+    r0 = _metrics_csv(tmp_path / "r0.csv", {p: 0.4 for p in pairs})  # seed 0: full better everywhere
+    r1 = _metrics_csv(tmp_path / "r1.csv", {p: 0.2 for p in pairs})  # seed 1: full worse everywhere
+    assert ablate.paired([f0], [r0], "chamfer_aligned", True, 500)["ci"] == [1.0, 1.0]  # clips alone: no doubt
+    both = ablate.paired([f0, f1], [r0, r1], "chamfer_aligned", True, 500)
+    # Half the resamples draw one seed twice: the interval spans what the seed alone does.
+    assert both["pairs"] == 60 and both["win"] == 0.5 and both["ci"] == [0.0, 1.0]
+    # A one-run row (untrained: no training noise) is paired with every run of full.
+    assert ablate.paired([f0, f1], [r0], "chamfer_aligned", True, 500)["pairs"] == 60
+    with pytest.raises(ValueError, match="cannot pair 2 runs"):
+        ablate.paired([f0, f1], [r0, r1, r0], "chamfer_aligned", True, 10)
+    # One run: the crossed resampling is the evaluation's clip bootstrap, draw for draw.
+    np.testing.assert_array_equal(ablate.run_clip_picks(1, 10, 50, 7), ablate.evaluate.clip_picks(10, 50, 7))
+
+    def run(path, value):
+        return {"model": path, "run_id": path, "summary": {"chamfer_aligned": value, "empty_frames": value / 10},
+                "summary_ci": {"chamfer_aligned": [value, value]}, "clips": "30/30",
+                "per_frame": {"chamfer_aligned": [value, 2 * value]}, "metrics_csv": path}
+
+    assert ablate.pool([run(r0, 0.4)], 100)["summary_ci"] == {"chamfer_aligned": [0.4, 0.4]}  # one run: as evaluated
+    row = ablate.pool([run(r0, 0.4), run(r1, 0.2)], 500)
+    assert row["summary"]["chamfer_aligned"] == pytest.approx(0.3) and row["clips"] == "60/60"
+    assert row["summary_ci"]["chamfer_aligned"] == [pytest.approx(0.2), pytest.approx(0.4)]
+    assert row["summary"]["empty_frames"] == pytest.approx(0.03)  # no per-entry values: the runs' mean
+    assert row["per_frame"]["chamfer_aligned"] == [pytest.approx(0.3), pytest.approx(0.6)]
+    assert row["metrics_csvs"] == [r0, r1] and [r["summary"]["chamfer_aligned"] for r in row["runs"]] == [0.4, 0.2]
+
+
 def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
     for key, part in [("finetune.model.base.checkpoint=/some/base", "finetune.model.base"),
                       ("finetune.ray.num_cpus=1", "finetune.ray"), ("pretrain.mlflow.tracking_uri=x", "pretrain.mlflow"),
@@ -181,6 +260,11 @@ def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
     cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["variants=[{name: full, label: a}, {name: full, label: b}]"])
     with pytest.raises(config_lib.ConfigError, match="unique"):
         ablate.check_config(cfg)
+    for overrides, match in [(["train_seeds=0"], "train_seeds must be >= 1"),
+                             (["train_seeds=2", "variants=[{name: a, label: a, train: [train.seed=3]}]"], "set train.seed"),
+                             (["train_seeds=2", "variants=[{name: full, label: a}, {name: full-s1, label: b}]"], "collide")]:
+        with pytest.raises(config_lib.ConfigError, match=match):
+            ablate.check_config(config_lib.load(ablate.AblateConfig, CONFIG, overrides))
 
 
 def test_only_sampling_keys_are_split_off_a_variants_training():
@@ -217,32 +301,32 @@ def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_fram
     pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
     full = _metrics_csv(tmp_path / "full.csv", {p: 0.3 for p in pairs})
     # the same numbers: every pair a tie, 0.5 exactly, not significant
-    same = ablate.paired(full, full, "chamfer_aligned", True, 500)
+    same = ablate.paired([full], [full], "chamfer_aligned", True, 500)
     assert same["pairs"] == 30 and same["win"] == 0.5 and same["ci"] == [0.5, 0.5] and same["median_diff"] == 0.0
     # every pair of the row has an empty frame (CD inf): the full method wins all 30
     empty = _metrics_csv(tmp_path / "empty.csv", {p: inf for p in pairs})
-    assert ablate.paired(full, empty, "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0],
+    assert ablate.paired([full], [empty], "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0],
                                                                          "median_diff": inf}
     # higher-is-better metrics flip: a higher IoU in the row is a loss of the full method
-    iou = ablate.paired(full, empty, "chamfer_aligned", False, 500)
+    iou = ablate.paired([full], [empty], "chamfer_aligned", False, 500)
     assert iou["win"] == 0.0
     # the full method better on 7 of 10 clips (all their draws), worse on 3: 0.7, and the
     # interval comes from resampling the 10 clips, not the 30 pairs
     mixed = _metrics_csv(tmp_path / "mixed.csv", {(s, k): 0.4 if int(s[1:]) < 7 else 0.2 for s, k in pairs})
-    m = ablate.paired(full, mixed, "chamfer_aligned", True, 2000)
+    m = ablate.paired([full], [mixed], "chamfer_aligned", True, 2000)
     assert m["win"] == pytest.approx(0.7)
     assert m["median_diff"] == pytest.approx(0.1)  # row minus full: +0.1 on 21 pairs, -0.1 on 9
     assert 0.3 < m["ci"][0] < 0.6 and 0.85 < m["ci"][1] <= 1.0
     # only pairs present in both count
     half = _metrics_csv(tmp_path / "half.csv", {p: 0.4 for p in pairs[:15]})
-    assert ablate.paired(full, half, "chamfer_aligned", True, 100)["pairs"] == 15
+    assert ablate.paired([full], [half], "chamfer_aligned", True, 100)["pairs"] == 15
 
 
 def test_comparison_table_marks_significance(tmp_path):
     pairs = [(f"c{i}", k) for i in range(8) for k in range(3)]
-    rows = [{"variant": "full", "label": "Full", "metrics_csv": _metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs})},
-            {"variant": "worse", "label": "Worse", "metrics_csv": _metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs})},
-            {"variant": "same", "label": "Same", "metrics_csv": _metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs})}]
+    rows = [{"variant": "full", "label": "Full", "metrics_csvs": [_metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs})]},
+            {"variant": "worse", "label": "Worse", "metrics_csvs": [_metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs})]},
+            {"variant": "same", "label": "Same", "metrics_csvs": [_metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs})]}]
     md = ablate.comparisons(rows, 200).splitlines()
     worse, same = next(x for x in md if x.startswith("| Worse")), next(x for x in md if x.startswith("| Same"))
     # chamfer_aligned is the first paired column; the CSVs have no other metric (no pairs there)
