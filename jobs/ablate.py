@@ -408,21 +408,34 @@ def paired(full_csvs: list[str], row_csvs: list[str], key: str, lower_better: bo
     if 1 not in (len(full_csvs), len(row_csvs)) and len(full_csvs) != len(row_csvs):
         raise ValueError(f"cannot pair {len(full_csvs)} runs of full with {len(row_csvs)} of a row")
     n_runs = max(len(full_csvs), len(row_csvs))
-    runs = [(_read_csv(full_csvs[k % len(full_csvs)], key), _read_csv(row_csvs[k % len(row_csvs)], key))
-            for k in range(n_runs)]
-    ids = sorted({sid for a, b in runs for sid, _ in a.keys() & b.keys()})
-    if not ids:
-        return {"pairs": 0, "win": math.nan, "ci": [math.nan, math.nan], "median_diff": math.nan}
-    cells = np.zeros((n_runs, len(ids), 2))  # [win sum, pair count] per (run, clip)
-    diffs = []
-    for k, (a, b) in enumerate(runs):
+    wins, diffs = [], []  # per run: (sample_id, draw) -> 1 / 0.5 / 0; over all pairs: row minus full
+    for k in range(n_runs):
+        a, b = _read_csv(full_csvs[k % len(full_csvs)], key), _read_csv(row_csvs[k % len(row_csvs)], key)
+        wins.append({})
         for sid, draw in a.keys() & b.keys():
             x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
-            cells[k, ids.index(sid)] += (1.0 if x < y else 0.5 if x == y else 0.0, 1.0)
+            wins[k][sid, draw] = 1.0 if x < y else 0.5 if x == y else 0.0
             diffs.append(0.0 if a[sid, draw] == b[sid, draw] else b[sid, draw] - a[sid, draw])
-    picks = run_clip_picks(n_runs, len(ids), max(n_boot, 1), seed)
-    return {"pairs": int(cells[..., 1].sum()), "win": float(cells[..., 0].sum() / cells[..., 1].sum()),
-            "ci": evaluate.clip_interval(cells.reshape(-1, 2), picks), "median_diff": float(np.median(diffs))}
+    win, ci, n = run_clip_mean(wins, n_boot, seed)
+    return {"pairs": n, "win": win, "ci": ci, "median_diff": float(np.median(diffs)) if diffs else math.nan}
+
+
+def run_clip_mean(values: list[dict[tuple[str, str], float]], n_boot: int, seed: int = 0) -> tuple[float, list[float], int]:
+    """(mean over every run's (clip, draw) entries, its 95% interval by resampling runs and clips
+    (`run_clip_picks`; each resample averages all draws of the (run, clip) cells it drew), number
+    of entries) of `values`, one {(sample_id, draw): value} per run; (nan, [nan, nan], 0) if empty."""
+    ids = sorted({sid for v in values for sid, _ in v})
+    if not ids:
+        return math.nan, [math.nan, math.nan], 0
+    index = {sid: i for i, sid in enumerate(ids)}
+    cells = np.zeros((len(values), len(ids), 2))  # [sum over draws, draws] per (run, clip)
+    for k, v in enumerate(values):
+        for (sid, _), x in v.items():
+            cells[k, index[sid]] += (x, 1.0)
+    with np.errstate(invalid="ignore"):
+        mean = float(cells[..., 0].sum() / cells[..., 1].sum())
+    picks = run_clip_picks(len(values), len(ids), max(n_boot, 1), seed)
+    return mean, evaluate.clip_interval(cells.reshape(-1, 2), picks), int(cells[..., 1].sum())
 
 
 def pool(runs: list[dict], n_boot: int, seed: int = 0) -> dict:
@@ -438,17 +451,9 @@ def pool(runs: list[dict], n_boot: int, seed: int = 0) -> dict:
                if all(k in r["summary"] for r in runs)}
     ci = {}
     for key in runs[0]["summary_ci"]:
-        values = [_read_csv(c, key) for c in csvs]
-        ids = sorted({sid for v in values for sid, _ in v})
-        if not ids:
-            continue
-        cells = np.zeros((len(runs), len(ids), 2))  # [sum over draws, draws] per (run, clip)
-        for k, v in enumerate(values):
-            for (sid, _), x in v.items():
-                cells[k, ids.index(sid)] += (x, 1.0)
-        with np.errstate(invalid="ignore"):
-            summary[key] = float(cells[..., 0].sum() / cells[..., 1].sum())
-        ci[key] = evaluate.clip_interval(cells.reshape(-1, 2), run_clip_picks(len(runs), len(ids), max(n_boot, 1), seed))
+        mean, interval, n = run_clip_mean([_read_csv(c, key) for c in csvs], n_boot, seed)
+        if n:
+            summary[key], ci[key] = mean, interval
     curves = {k: [float(np.mean(x)) for x in zip(*(r["per_frame"][k] for r in runs))] for k in runs[0]["per_frame"]}
     done = [tuple(map(int, r["clips"].split("/"))) for r in runs]
     return {"model": ", ".join(r["model"] for r in runs), "run_id": [r["run_id"] for r in runs], "summary": summary,
