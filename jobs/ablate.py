@@ -20,7 +20,9 @@ One command, every stage the real job's `main` (so each resumes or skips what it
    aligned dataset (same protocol digest, so the rows compare). With `train_seeds=N` every trained
    variant is fine-tuned N times (train.seed + k, registered as <variant>-s<k>) and its row pools
    the N evaluations: intervals and paired shares then resample runs as well as clips, so they
-   cover the training's own noise.
+   cover the training's own noise. With `base_seeds=M` the whole chain after the datasets runs on
+   M bases (pretrain seeds + j; runs <variant>-b<j>[-s<k>]): the resampling draws bases, then runs
+   within each, then clips, so the intervals cover the base's noise as well.
 6. report: <output_path>/ablation.md + ablation.csv (one row per variant: its switches and the
    metrics, the layout of the paper's ablation table), chamfer_over_time.png (mean per-frame
    Chamfer over the clip per variant), ablation.json (everything); all logged to one MLflow
@@ -120,6 +122,11 @@ class AblateConfig:
     # (registered as <variant>-s<k>); the row's metrics, intervals and paired shares pool its runs,
     # so they cover the training's own noise, not only the test clips'. 1 = one run per row.
     train_seeds: int = 1
+    # Pretrain this many bases, base j with pretrain.seed + j and pretrain.model.base.seed + j (the
+    # weights' and the tiny condition encoder's init), and run every row on each (runs
+    # <variant>-b<j>[-s<k>]); rows pool them and their intervals resample bases, then runs within a
+    # base, then clips, so they cover which base instance the table was measured on. 1 = one base.
+    base_seeds: int = 1
     metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
 
 
@@ -155,15 +162,17 @@ def check_config(cfg: AblateConfig) -> None:
     for v in cfg.variants:
         if not v.name or not all(c.isalnum() or c == "-" for c in v.name):
             raise config_lib.ConfigError(f"variant name {v.name!r}: use letters, digits and '-' (it is a registry alias)")
-    if cfg.train_seeds < 1:
-        raise config_lib.ConfigError(f"train_seeds must be >= 1, got {cfg.train_seeds}")
+    for key in ("train_seeds", "base_seeds"):
+        if getattr(cfg, key) < 1:
+            raise config_lib.ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.train_seeds > 1:
         seeded = [v.name for v in cfg.variants if any(a.startswith("train.seed=") for a in v.train)]
         if seeded:
             raise config_lib.ConfigError(f"variants {seeded} set train.seed, which train_seeds > 1 sets per run")
-        runs = [r.name for v in cfg.variants for r in replicas(cfg, v)]
-        if len(set(runs)) != len(runs):
-            raise config_lib.ConfigError(f"with train_seeds={cfg.train_seeds} the runs' names collide: {runs}")
+    runs = [r.variant.name for v in [*cfg.variants, PER_FRAME] for r in replicas(cfg, v)]
+    if len(set(runs)) != len(runs):
+        raise config_lib.ConfigError(f"with train_seeds={cfg.train_seeds}, base_seeds={cfg.base_seeds} the runs' "
+                                     f"names collide: {runs}")
 
 
 def _store(sub: MlflowConfig, uri: str) -> MlflowConfig:
@@ -181,17 +190,27 @@ def dataset_cfg(cfg: AblateConfig, uri: str, overrides: list[str]) -> tuple[Data
     return replace(job, mlflow=_store(job.mlflow, uri)), name
 
 
-def pretrain_cfg(cfg: AblateConfig, uri: str, data_path: str) -> tuple[PretrainConfig, str]:
-    """(config, stage key) of the shared base: named by what it is trained from and how."""
-    p = replace(cfg.pretrain, data_path=data_path, split=cfg.finetune.data.split)
+def pretrain_cfg(cfg: AblateConfig, uri: str, data_path: str, j: int = 0) -> tuple[PretrainConfig, str]:
+    """(config, stage key) of shared base j (base_seeds): its batches, flow noise and init seeded
+    + j; named by what it is trained from and how."""
+    p = replace(cfg.pretrain, data_path=data_path, split=cfg.finetune.data.split, seed=cfg.pretrain.seed + j,
+                model=base_model(cfg, j))
     key = key_of(p)
     return replace(p, output_path=str(Path(cfg.output_path).resolve() / f"base-{key}"), mlflow=_store(p.mlflow, uri)), key
 
 
-def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: dict, alias: str) -> TrainConfig:
-    """The fine-tuning of one variant: the pretrained base (`base`: pretrain_base's result) and the
+def base_model(cfg: AblateConfig, j: int) -> components.ModelConfig:
+    """Base j's model config: its init seed (of the weights, and of the tiny random condition
+    encoder and the S-T layers, which fine-tuning must rebuild alike) + j."""
+    m = cfg.pretrain.model
+    return replace(m, base=replace(m.base, seed=m.base.seed + j))
+
+
+def train_cfg(cfg: AblateConfig, uri: str, overrides: list[str], data_path: str, base: dict, alias: str,
+              j: int = 0) -> TrainConfig:
+    """The fine-tuning of one variant: pretrained base j (`base`: pretrain_base's result) and the
     condition encoder it was trained with, both frozen."""
-    f, p = cfg.finetune, cfg.pretrain.model
+    f, p = cfg.finetune, base_model(cfg, j)
     t = replace(f, data=replace(f.data, path=data_path),
                 model=replace(f.model, base=replace(p.base, checkpoint=base["output"]),
                               condition=replace(p.condition, model=base["condition"])),
@@ -216,15 +235,34 @@ def split_overrides(variant: Variant) -> tuple[list[str], list[str]]:
     return [a for a in variant.train if a not in sampling], sampling
 
 
-def replicas(cfg: AblateConfig, variant: Variant) -> list[Variant]:
-    """The runs of a row: the variant, then `<name>-s<k>` fine-tuned with train.seed + k for k <
-    train_seeds (the names a variant of that name and seed override would have, so a journal of
-    such rows is reused). An untrained row has no training noise: one run."""
-    if variant.untrained:
-        return [variant]
-    seed = cfg.finetune.train.seed
-    return [variant] + [replace(variant, name=f"{variant.name}-s{k}", train=[*variant.train, f"train.seed={seed + k}"])
-                        for k in range(1, cfg.train_seeds)]
+@dataclass
+class Run:
+    """One run of a row: `variant` under the run's name and overrides, on base `base` (base_seeds),
+    fine-tuned with train.seed + `seed` (None: untrained, no training noise)."""
+    variant: Variant
+    base: int = 0
+    seed: int | None = 0
+
+
+# The per-frame base baseline's row: the base's zero S-T layers (its spec is set by per_frame_base).
+PER_FRAME = Variant("per-frame-base", "per-frame base (no S-T layers)", untrained=True)
+
+
+def replicas(cfg: AblateConfig, variant: Variant) -> list[Run]:
+    """The runs of a row, base by base: on base j (suffix -b<j> for j > 0), the variant, then
+    `-s<k>` fine-tuned with train.seed + k for k < train_seeds (the names a variant of that name
+    and seed override would have, so a journal of such rows is reused). An untrained row has no
+    training noise: one run per base."""
+    seed, out = cfg.finetune.train.seed, []
+    for j in range(cfg.base_seeds):
+        name = variant.name + (f"-b{j}" if j else "")
+        if variant.untrained:
+            out.append(Run(replace(variant, name=name), j, None))
+            continue
+        out += [Run(replace(variant, name=name + (f"-s{k}" if k else ""),
+                            train=[*variant.train, f"train.seed={seed + k}"] if k else variant.train), j, k)
+                for k in range(cfg.train_seeds)]
+    return out
 
 
 def switches(variant: Variant | None, time_shift: float) -> dict:
@@ -306,11 +344,11 @@ def untrained(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, alias: str, 
         return _register(cfg, tcfg, data_path, weights, alias, tags)
 
 
-def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str) -> dict:
+def per_frame_base(cfg: AblateConfig, tcfg: TrainConfig, data_path: str, alias: str = PER_FRAME.name) -> dict:
     """Register the per-frame baseline: the untrained S-T layers, sampled as the official base
     samples: independent noise per frame, no time shift."""
     tcfg = replace(tcfg, model=replace(tcfg.model, flow=replace(tcfg.model.flow, shared_noise=False, time_shift=1.0)))
-    return untrained(cfg, tcfg, data_path, "per-frame-base", {"baseline": "per-frame base"})
+    return untrained(cfg, tcfg, data_path, alias, {"baseline": "per-frame base"})
 
 
 def repack(cfg: AblateConfig, tcfg: TrainConfig, variant: Variant, trained: dict, data_path: str) -> dict:
@@ -377,13 +415,22 @@ def table(rows: list[dict], metric: str) -> tuple[str, str]:
 PAIRED = [("chamfer_aligned", True), ("jitter", True), ("fscore_aligned", False), ("iou_aligned", False)]
 
 
-def run_clip_picks(n_runs: int, n_clips: int, n_boot: int, seed: int = 0) -> np.ndarray:
-    """[n_boot, n_runs * n_clips] indices into (run, clip) cells stored run-major: each resample
-    draws the fine-tuning runs and the clips, both with replacement and crossed, as both are
-    samples (of the training's noise, of the data). With one run it is `evaluate.clip_picks`."""
+def run_clip_picks(bases: list[int], n_clips: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """[n_boot, n_runs * n_clips] indices into (run, clip) cells stored run-major, `bases[r]` the
+    base of run r: each resample draws the bases, then as many runs within each drawn base, then
+    the clips, all with replacement and crossed, as each is a sample (of the base's noise, the
+    training's, the data). Bases must hold equally many runs. With one base the runs are drawn
+    flat; with one run it is `evaluate.clip_picks`."""
+    groups = [np.flatnonzero(np.asarray(bases) == b) for b in sorted(set(bases))]
+    if len({len(g) for g in groups}) != 1:
+        raise ValueError(f"every base needs equally many runs: {bases}")
+    runs_GS = np.stack(groups)
+    G, S = runs_GS.shape
+    rng = np.random.default_rng([seed, 1])
+    bases_BG = rng.integers(0, G, size=(n_boot, G)) if G > 1 else np.zeros((n_boot, 1), dtype=int)
+    runs_BR = runs_GS[bases_BG[..., None], rng.integers(0, S, size=(n_boot, G, S))].reshape(n_boot, G * S)
     clips_BC = evaluate.clip_picks(n_clips, n_boot, seed)
-    runs_BS = np.random.default_rng([seed, 1]).integers(0, n_runs, size=(n_boot, n_runs))
-    return (runs_BS[:, :, None] * n_clips + clips_BC[:, None, :]).reshape(n_boot, -1)
+    return (runs_BR[:, :, None] * n_clips + clips_BC[:, None, :]).reshape(n_boot, -1)
 
 
 def _read_csv(path: str, key: str) -> dict[tuple[str, str], float]:
@@ -393,37 +440,49 @@ def _read_csv(path: str, key: str) -> dict[tuple[str, str], float]:
                 if r["status"] == "ok" and r.get(key, "") not in ("", "nan")}
 
 
-def paired(full_csvs: list[str], row_csvs: list[str], key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
-    """How often the full method beats a row on `key`, over the (run, clip, draw) triples both
-    evaluated. Each list holds one evaluation's metrics.csv per fine-tuning run (train_seeds), run
-    k of the row paired with run k of full; a row with one run (untrained, the per-frame base: no
-    training noise) is paired with every run of full. Every row draws clip i's k-th sample from
-    the same seed, so pairs share their noise. A win scores 1, a tie 0.5 (two empty frames: both
-    inf), a loss 0; the share of wins gets a 95% interval by resampling runs and clips
+def pairs_of(full_runs: list[dict], row_runs: list[dict]) -> list[tuple[dict, dict]]:
+    """The runs to compare: on the same base, with the same training seed, or any seed of a run
+    with none (untrained, the per-frame base: no training noise). Every run must find a partner."""
+    pairs = [(a, b) for a in full_runs for b in row_runs if a["base"] == b["base"]
+             and (a["seed"] == b["seed"] or None in (a["seed"], b["seed"]))]
+    alone = [r for r in (*full_runs, *row_runs) if not any(r is a or r is b for a, b in pairs)]
+    if alone:
+        raise ValueError(f"cannot pair runs (base, seed) {[(r['base'], r['seed']) for r in alone]}: the other row has no "
+                         "run on that base with that training seed")
+    return pairs
+
+
+def paired(full_runs: list[dict], row_runs: list[dict], key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
+    """How often the full method beats a row on `key`, over the (run pair, clip, draw) triples both
+    evaluated. Runs are {"base", "seed", "metrics_csv"}: one evaluation per fine-tuning run, paired
+    by `pairs_of` (run k on base j with run k on base j; a row with one run per base, untrained or
+    the per-frame base, with every run of full on that base). Every row draws clip i's k-th sample
+    from the same seed, so pairs share their noise. A win scores 1, a tie 0.5 (two empty frames:
+    both inf), a loss 0; the share of wins gets a 95% interval by resampling bases, runs and clips
     (`run_clip_picks`; each resample averages all draws of the cells it drew), so with several
-    runs it covers the training's noise too. Unlike a mean difference it stays defined when empty
-    frames make CD inf (an empty frame loses to any surface), and 0.5 outside the interval is
-    significant. `median_diff`: the median over the pairs of row minus full in `key` (two infs:
-    0), how far apart the two rows' shapes are, not only which is ahead."""
-    if 1 not in (len(full_csvs), len(row_csvs)) and len(full_csvs) != len(row_csvs):
-        raise ValueError(f"cannot pair {len(full_csvs)} runs of full with {len(row_csvs)} of a row")
-    n_runs = max(len(full_csvs), len(row_csvs))
-    wins, diffs = [], []  # per run: (sample_id, draw) -> 1 / 0.5 / 0; over all pairs: row minus full
-    for k in range(n_runs):
-        a, b = _read_csv(full_csvs[k % len(full_csvs)], key), _read_csv(row_csvs[k % len(row_csvs)], key)
+    runs it covers the training's (and the base's) noise too. Unlike a mean difference it stays
+    defined when empty frames make CD inf (an empty frame loses to any surface), and 0.5 outside
+    the interval is significant. `median_diff`: the median over the pairs of row minus full in
+    `key` (two infs: 0), how far apart the two rows' shapes are, not only which is ahead."""
+    pairs = pairs_of(full_runs, row_runs)
+    wins, diffs = [], []  # per run pair: (sample_id, draw) -> 1 / 0.5 / 0; over all pairs: row minus full
+    for run_a, run_b in pairs:
+        a, b = _read_csv(run_a["metrics_csv"], key), _read_csv(run_b["metrics_csv"], key)
         wins.append({})
         for sid, draw in a.keys() & b.keys():
             x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
-            wins[k][sid, draw] = 1.0 if x < y else 0.5 if x == y else 0.0
+            wins[-1][sid, draw] = 1.0 if x < y else 0.5 if x == y else 0.0
             diffs.append(0.0 if a[sid, draw] == b[sid, draw] else b[sid, draw] - a[sid, draw])
-    win, ci, n = run_clip_mean(wins, n_boot, seed)
+    win, ci, n = run_clip_mean(wins, [a["base"] for a, _ in pairs], n_boot, seed)
     return {"pairs": n, "win": win, "ci": ci, "median_diff": float(np.median(diffs)) if diffs else math.nan}
 
 
-def run_clip_mean(values: list[dict[tuple[str, str], float]], n_boot: int, seed: int = 0) -> tuple[float, list[float], int]:
-    """(mean over every run's (clip, draw) entries, its 95% interval by resampling runs and clips
-    (`run_clip_picks`; each resample averages all draws of the (run, clip) cells it drew), number
-    of entries) of `values`, one {(sample_id, draw): value} per run; (nan, [nan, nan], 0) if empty."""
+def run_clip_mean(values: list[dict[tuple[str, str], float]], bases: list[int], n_boot: int,
+                  seed: int = 0) -> tuple[float, list[float], int]:
+    """(mean over every run's (clip, draw) entries, its 95% interval by resampling bases, runs and
+    clips (`run_clip_picks`; each resample averages all draws of the (run, clip) cells it drew),
+    number of entries) of `values`, one {(sample_id, draw): value} per run, run r on base
+    `bases[r]`; (nan, [nan, nan], 0) if empty."""
     ids = sorted({sid for v in values for sid, _ in v})
     if not ids:
         return math.nan, [math.nan, math.nan], 0
@@ -434,31 +493,31 @@ def run_clip_mean(values: list[dict[tuple[str, str], float]], n_boot: int, seed:
             cells[k, index[sid]] += (x, 1.0)
     with np.errstate(invalid="ignore"):
         mean = float(cells[..., 0].sum() / cells[..., 1].sum())
-    picks = run_clip_picks(len(values), len(ids), max(n_boot, 1), seed)
+    picks = run_clip_picks(bases, len(ids), max(n_boot, 1), seed)
     return mean, evaluate.clip_interval(cells.reshape(-1, 2), picks), int(cells[..., 1].sum())
 
 
 def pool(runs: list[dict], n_boot: int, seed: int = 0) -> dict:
-    """One row of the table from the evaluations of its fine-tuning runs (journal entries plus
-    their `metrics_csv`). One run: that evaluation as it is. Several: each metric the mean over
-    every run's (clip, draw) entries, its 95% interval by resampling runs and clips
+    """One row of the table from the evaluations of its runs (journal entries plus their `base`,
+    `seed` and `metrics_csv`). One run: that evaluation as it is. Several: each metric the mean
+    over every run's (clip, draw) entries, its 95% interval by resampling bases, runs and clips
     (`run_clip_picks`); the frame statistics and per-frame curves the mean over the runs."""
-    csvs = [r["metrics_csv"] for r in runs]
-    per_run = [{"model": r["model"], "summary": r["summary"]} for r in runs]
+    per_run = [{k: r[k] for k in ("model", "summary", "base", "seed", "metrics_csv")} for r in runs]
     if len(runs) == 1:
-        return {**{k: v for k, v in runs[0].items() if k != "metrics_csv"}, "metrics_csvs": csvs, "runs": per_run}
+        return {**{k: v for k, v in runs[0].items() if k not in ("base", "seed", "metrics_csv")}, "runs": per_run}
     summary = {k: float(np.mean([r["summary"][k] for r in runs])) for k in runs[0]["summary"]
                if all(k in r["summary"] for r in runs)}
     ci = {}
     for key in runs[0]["summary_ci"]:
-        mean, interval, n = run_clip_mean([_read_csv(c, key) for c in csvs], n_boot, seed)
+        mean, interval, n = run_clip_mean([_read_csv(r["metrics_csv"], key) for r in runs], [r["base"] for r in runs],
+                                          n_boot, seed)
         if n:
             summary[key], ci[key] = mean, interval
     curves = {k: [float(np.mean(x)) for x in zip(*(r["per_frame"][k] for r in runs))] for k in runs[0]["per_frame"]}
     done = [tuple(map(int, r["clips"].split("/"))) for r in runs]
     return {"model": ", ".join(r["model"] for r in runs), "run_id": [r["run_id"] for r in runs], "summary": summary,
             "summary_ci": ci, "clips": f"{sum(a for a, _ in done)}/{sum(b for _, b in done)}", "per_frame": curves,
-            "metrics_csvs": csvs, "runs": per_run}
+            "runs": per_run}
 
 
 def comparisons(rows: list[dict], n_boot: int) -> str:
@@ -468,8 +527,14 @@ def comparisons(rows: list[dict], n_boot: int) -> str:
     full = next((r for r in rows if r["variant"] == "full"), None)
     if full is None or len(rows) < 2:
         return ""
-    n_runs = len(full["metrics_csvs"])
-    over = f"runs × clips (the {n_runs} fine-tuning seeds paired run by run)" if n_runs > 1 else "clips"
+    n_bases = len({r["base"] for r in full["runs"]})
+    n_seeds = len(full["runs"]) // n_bases
+    over = "clips"
+    if n_seeds > 1:
+        over = f"runs × clips (the {n_seeds} fine-tuning seeds paired run by run)"
+    if n_bases > 1:
+        over = (f"bases, runs within each × clips ({n_bases} bases × {n_seeds} fine-tuning run{'s' * (n_seeds > 1)} "
+                "each, paired run by run)")
     head = ["variant", *(f"full better on {k}" for k, _ in PAIRED), f"median Δ {PAIRED[0][0]} (row − full)"]
     md = ["Paired with the full method (same clips, same seeds): the share of (clip, draw) pairs on "
           f"which the full method is better, 95% interval over {over}; * = significant (0.5 outside). "
@@ -480,7 +545,7 @@ def comparisons(rows: list[dict], n_boot: int) -> str:
             continue
         cells, first = [], None
         for k, lower in PAIRED:
-            c = paired(full["metrics_csvs"], r["metrics_csvs"], k, lower, n_boot)
+            c = paired(full["runs"], r["runs"], k, lower, n_boot)
             first = first or c
             star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
             cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")
@@ -490,17 +555,22 @@ def comparisons(rows: list[dict], n_boot: int) -> str:
 
 
 def per_run(rows: list[dict], metric: str) -> str:
-    """Markdown: `metric` of each fine-tuning run of the rows that have several: how far the
-    training seed alone moves a row ("" when every row is one run)."""
+    """Markdown: `metric` of each run of the rows that have several: how far the training seed
+    (and the base) alone moves a row ("" when every row is one run). An untrained run (one per
+    base) stands under its base's first seed."""
     n = max(len(r["runs"]) for r in rows)
     if n == 1:
         return ""
-    head = ["variant", *(f"seed +{k}" for k in range(n))]
-    md = [f"{metric} of each fine-tuning run (train.seed + k):", "",
+    cols = sorted({(x["base"], x["seed"] or 0) for r in rows for x in r["runs"]})
+    bases = len({b for b, _ in cols}) > 1
+    head = ["variant", *((f"base +{b}, " if bases else "") + f"seed +{k}" for b, k in cols)]
+    md = [f"{metric} of each fine-tuning run (base +b: pretrain seeds + b; seed +k: train.seed + k):" if bases
+          else f"{metric} of each fine-tuning run (train.seed + k):", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         if len(r["runs"]) > 1:
-            md.append("| " + " | ".join([r["label"], *(_num(x["summary"].get(metric, math.nan)) for x in r["runs"])]) + " |")
+            at = {(x["base"], x["seed"] or 0): _num(x["summary"].get(metric, math.nan)) for x in r["runs"]}
+            md.append("| " + " | ".join([r["label"], *(at.get(c, "—") for c in cols)]) + " |")
     return "\n".join(md) + "\n"
 
 
@@ -576,24 +646,28 @@ def main(cfg: AblateConfig) -> dict:
         datasets[overrides] = stage(f"dataset:{name}", lambda dcfg=dcfg: {"path": build_dataset.main(dcfg).output})["path"]
     aligned = datasets[()]
 
-    # 2. the frozen base, pretrained on the train split of the aligned dataset.
-    pcfg, pkey = pretrain_cfg(cfg, uri, aligned)
-    base = stage(f"pretrain:{pkey}", lambda: {k: v for k, v in pretrain_base.main(pcfg).items() if k != "sha256"})
+    # 2. the frozen bases (base_seeds), pretrained on the train split of the aligned dataset.
+    bases = []
+    for j in range(cfg.base_seeds):
+        pcfg, pkey = pretrain_cfg(cfg, uri, aligned, j)
+        bases.append(stage(f"pretrain:{pkey}", lambda pcfg=pcfg: {
+            k: v for k, v in pretrain_base.main(pcfg).items() if k != "sha256"}))
 
     # 3. fine-tune each distinct training once; every variant gets its registry alias (sampling-only
     #    variants: the weights of their training, packed with their own sampling spec).
     from mlflow.tracking import MlflowClient
 
     models: dict[str, dict] = {}
-    for v in (r for variant in cfg.variants for r in replicas(cfg, variant)):
-        data_path = datasets[tuple(v.dataset)]
+    for run in (r for variant in cfg.variants for r in replicas(cfg, variant)):
+        v, base, data_path = run.variant, bases[run.base], datasets[tuple(run.variant.dataset)]
         if v.untrained:
-            tcfg = train_cfg(cfg, uri, v.train, data_path, base, alias=v.name)
+            tcfg = train_cfg(cfg, uri, v.train, data_path, base, alias=v.name, j=run.base)
             models[v.name] = stage(f"model:{v.name}:{key_of(tcfg)}", lambda tcfg=tcfg, v=v, data_path=data_path: untrained(
                 cfg, tcfg, data_path, v.name, {"ablation.variant": v.name, "ablation.untrained": "true"}))
             continue
         weights, sampling = split_overrides(v)
-        tcfg = train_cfg(cfg, uri, weights, data_path, base, alias=f"run-{key_of(v.dataset, weights)}")
+        b = f"-b{run.base}" if run.base else ""  # (a suffix, so the first base's runs keep their stage keys)
+        tcfg = train_cfg(cfg, uri, weights, data_path, base, alias=f"run-{key_of(v.dataset, weights)}{b}", j=run.base)
         trained = stage(f"train:{tcfg.run.name}", lambda tcfg=tcfg: _train(tcfg))
         vcfg = config_lib.apply(replace(tcfg, registry=RegistryConfig(cfg.name, v.name)), sampling)
 
@@ -605,18 +679,21 @@ def main(cfg: AblateConfig) -> dict:
 
         models[v.name] = stage(f"model:{v.name}:{key_of(trained['run_id'], sampling)}", register)
     time_shift = cfg.finetune.model.flow.time_shift
-    rows_meta = [(v.name, v.label, switches(v, time_shift), [r.name for r in replicas(cfg, v)]) for v in cfg.variants]
+    rows_meta = [(v.name, v.label, switches(v, time_shift), replicas(cfg, v)) for v in cfg.variants]
     if cfg.baseline:
-        tcfg = train_cfg(cfg, uri, [], aligned, base, alias="per-frame-base")
-        models["per-frame-base"] = stage(f"model:per-frame-base:{key_of(tcfg)}", lambda: per_frame_base(cfg, tcfg, aligned))
-        rows_meta.append(("per-frame-base", "per-frame base (no S-T layers)", switches(None, time_shift), ["per-frame-base"]))
+        for run in replicas(cfg, PER_FRAME):
+            tcfg = train_cfg(cfg, uri, [], aligned, bases[run.base], alias=PER_FRAME.name, j=run.base)
+            models[run.variant.name] = stage(f"model:{run.variant.name}:{key_of(tcfg)}", lambda tcfg=tcfg, run=run:
+                                             per_frame_base(cfg, tcfg, aligned, run.variant.name))
+        rows_meta.append((PER_FRAME.name, PER_FRAME.label, switches(None, time_shift), replicas(cfg, PER_FRAME)))
 
     # 4. evaluate each run, pinned to its model version, on the same test clips of the aligned
     #    dataset; a row pools its runs.
     rows = []
     for name, label, sw, runs in rows_meta:
         evals = []
-        for run_name in runs:
+        for run in runs:
+            run_name = run.variant.name
             ecfg, ekey = evaluate_cfg(cfg, uri, models[run_name]["version"], aligned, run_name)
 
             def run_eval(ecfg=ecfg):
@@ -626,7 +703,7 @@ def main(cfg: AblateConfig) -> dict:
                         "clips": f"{ev.evaluated}/{len(ev.clips)}",
                         "per_frame": {k: mean_per_frame(ev.clips, k) for k in ("chamfer", "chamfer_aligned", "iou_aligned")}}
 
-            evals.append({**stage(f"eval:{run_name}:{ekey}", run_eval),
+            evals.append({**stage(f"eval:{run_name}:{ekey}", run_eval), "base": run.base, "seed": run.seed,
                           "metrics_csv": str(Path(ecfg.output.path) / "metrics.csv")})  # per clip and draw
         rows.append({"variant": name, "label": label, "switches": sw,
                      **pool(evals, cfg.evaluation.bootstrap, cfg.evaluation.seed)})
@@ -638,11 +715,11 @@ def main(cfg: AblateConfig) -> dict:
         md += "\n" + seeds
     plot_key = "chamfer_aligned" if any(r["per_frame"].get("chamfer_aligned") for r in rows) else "chamfer"
     plot(rows, root / "chamfer_over_time.png", plot_key)
-    (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, base, used, rows)}")
+    (root / "ablation.md").write_text(f"# Ablation: {cfg.name}\n\n{md}\n{_notes(cfg, bases, used, rows)}")
     (root / "ablation.csv").write_text(table_csv)
     with mlflow.start_run(experiment_id=tracking.experiment(cfg.mlflow.experiment, uri), run_name=cfg.name) as run:
         tracking.log_params(config_lib.flatten(config_lib.to_dict(cfg)))
-        mlflow.set_tags({"shapegen4d.kind": "ablation", "base.run_id": base["run_id"], "dataset.path": aligned,
+        mlflow.set_tags({"shapegen4d.kind": "ablation", "base.run_id": ",".join(b["run_id"] for b in bases), "dataset.path": aligned,
                          **{f"model.{r['variant']}": r["model"] for r in rows}})
         mlflow.log_metrics({f"{r['variant']}.{k}": v for r in rows for k, v in r["summary"].items() if math.isfinite(v)})
         for f in ("ablation.md", "ablation.csv", "chamfer_over_time.png", JOURNAL):
@@ -656,15 +733,17 @@ def main(cfg: AblateConfig) -> dict:
     return out
 
 
-def _notes(cfg: AblateConfig, base: dict, timings: dict, rows: list[dict]) -> str:
+def _notes(cfg: AblateConfig, bases: list[dict], timings: dict, rows: list[dict]) -> str:
     t = cfg.finetune.train
     b = cfg.pretrain.model.base
-    lines = [f"- Base: {b.name} ({b.size}), pretrained here ({base['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
-             f"{cfg.pretrain.dit.steps} steps), frozen; MLflow run {base['run_id']}.",
+    several = (f"{len(bases)} bases (pretrain seeds + 0..{len(bases) - 1}), every row run on each and pooled; MLflow runs "
+               if len(bases) > 1 else "MLflow run ")
+    lines = [f"- Base: {b.name} ({b.size}), pretrained here ({bases[0]['frames']} frames; VAE {cfg.pretrain.vae.steps} steps, DiT "
+             f"{cfg.pretrain.dit.steps} steps), frozen; {several}{', '.join(x['run_id'] for x in bases)}.",
              f"- Fine-tuning: {t.steps} steps of {t.global_batch_size} clips, lr {t.lr:g}, per variant"
              + (f", {cfg.train_seeds} runs (train.seed {t.seed}..{t.seed + cfg.train_seeds - 1}) per trained variant, "
                 "pooled in its row." if cfg.train_seeds > 1 else "."),
-             f"- Evaluation: {rows[0]['clips']} {'(run, clip, draw)' if cfg.train_seeds > 1 else '(clip, draw)'} evaluations of {cfg.evaluation.limit or 'all'} test clips; CD = sum of the two directional mean distances, "
+             f"- Evaluation: {rows[0]['clips']} {'(run, clip, draw)' if len(rows[0]['runs']) > 1 else '(clip, draw)'} evaluations of {cfg.evaluation.limit or 'all'} test clips; CD = sum of the two directional mean distances, "
              "`aligned` = after one similarity per clip (frame 1); jitter = mean |step CD(pred) - step CD(truth)|.",
              "- Wall time per stage: " + ", ".join(f"{k} {hms(v)}" for k, v in timings.items()) + "."]
     return "\n".join(lines) + "\n"

@@ -167,6 +167,20 @@ def test_rerun_reuses_every_stage_and_a_changed_config_redoes_only_what_it_chang
     assert (root / "out" / "ablation.md").read_text() != table
 
 
+def _started(done: subprocess.CompletedProcess) -> list[str]:
+    """The stages a run did not find in the journal: kind:run name (the digest cut off)."""
+    return sorted(line.split("=== ")[1].split(" (")[0].rsplit(":", 1)[0] for line in done.stderr.splitlines()
+                  if "=== " in line)
+
+
+def _cd(out: Path, run: str) -> float:
+    """chamfer_aligned of a run's evaluation under evaluation.seed=0 (a re-run of the study adds seed 1)."""
+    docs = [json.loads(f.read_text()) for f in (out / "eval").glob("*/metrics.json")
+            if f.parent.name.rsplit("-", 1)[0] == run]
+    (doc,) = [d for d in docs if d["clips"][0]["seed"] == 0]
+    return doc["summary"]["chamfer_aligned"]
+
+
 def test_train_seeds_fine_tune_each_trained_row_again_and_pool_its_runs(study):
     import mlflow
     from safetensors.torch import load_file
@@ -177,8 +191,7 @@ def test_train_seeds_fine_tune_each_trained_row_again_and_pool_its_runs(study):
     out = root / "out"
     done = _run(root, "train_seeds=2")
     assert done.returncode == 0, done.stderr[-3000:]
-    started = sorted(line.split("=== ")[1].split(" (")[0].rsplit(":", 1)[0] for line in done.stderr.splitlines()
-                     if "=== " in line)
+    started = _started(done)
     # Only the second runs are new: full's and independent-queries' trainings (no-time-shift samples
     # full-s1's weights); the untrained row and the per-frame base have no training noise: one run.
     assert [s.split(":")[0] for s in started].count("train") == 2, started
@@ -186,17 +199,11 @@ def test_train_seeds_fine_tune_each_trained_row_again_and_pool_its_runs(study):
         "eval:full-s1", "eval:independent-queries-s1", "eval:no-time-shift-s1",
         "model:full-s1", "model:independent-queries-s1", "model:no-time-shift-s1"], started
 
-    def cd(row: str) -> float:  # the row's evaluation under evaluation.seed=0 (the re-run above added seed 1)
-        docs = [json.loads(f.read_text()) for f in (out / "eval").glob("*/metrics.json")
-                if f.parent.name.rsplit("-", 1)[0] == row]
-        (doc,) = [d for d in docs if d["clips"][0]["seed"] == 0]
-        return doc["summary"]["chamfer_aligned"]
-
     rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open())}
     assert list(rows) == ROWS
     # The full row is the mean over both runs' (clip, draw) entries; each run has 2 clips x 1 draw.
     assert rows["full"]["clips"] == "4/4" and rows["st-untrained"]["clips"] == "2/2"
-    assert float(rows["full"]["chamfer_aligned"]) == pytest.approx((cd("full") + cd("full-s1")) / 2)
+    assert float(rows["full"]["chamfer_aligned"]) == pytest.approx((_cd(out, "full") + _cd(out, "full-s1")) / 2)
     md = (out / "ablation.md").read_text()
     pairs_md, per_run = md.split("Paired with the full method")[1].split("of each fine-tuning run")
     paired = {x.split(" | ")[0][2:]: x for x in pairs_md.splitlines() if x.startswith("| ")}
@@ -216,34 +223,104 @@ def test_train_seeds_fine_tune_each_trained_row_again_and_pool_its_runs(study):
     assert run_s1.data.params["train.seed"] == "1"
 
 
+def test_base_seeds_pretrain_another_base_and_run_every_row_on_it(study):
+    import mlflow
+
+    from jobs import components
+
+    root, _ = study
+    out = root / "out"
+    done = _run(root, "base_seeds=2", "variants=[{name: full, label: Full}, {name: st-untrained, label: U, untrained: true}]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Base 0's stages are reused; base 1 is pretrained and every row runs on it once more, the
+    # untrained and per-frame rows included (they are that base).
+    runs = ["full-b1", "per-frame-base-b1", "st-untrained-b1"]
+    assert _started(done) == [f"eval:{r}" for r in runs] + [f"model:{r}" for r in runs] + ["pretrain", "train"]
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    bases = [v for k, v in json.loads((out / ablate.JOURNAL).read_text())["stages"].items() if k.startswith("pretrain:")]
+    params = [mlflow.get_run(b["run_id"]).data.params for b in bases]
+    assert sorted((p["seed"], p["model.base.seed"]) for p in params) == [("0", "0"), ("1", "1")]
+
+    def meta(alias: str) -> dict:
+        d = Path(mlflow.artifacts.download_artifacts(f"models:/shapegen4d-ablation@{alias}", dst_path=str(root / f"b-{alias}")))
+        return json.loads(next(d.rglob(ablate.registry.META)).read_text())
+
+    on_b1 = [meta(r) for r in runs]
+    b1 = on_b1[0]["base"]["sha256"]
+    assert all(m["base"]["sha256"] == b1 for m in on_b1) and b1 != meta("full")["base"]["sha256"]
+    # fine-tuned and sampled with base 1's seed: the same tiny condition encoder it was pretrained with
+    assert {components.ModelConfig.from_dict(m["spec"]).base.seed for m in on_b1} == {1}
+    rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open())}
+    assert list(rows) == ["full", "st-untrained", "per-frame-base"]
+    assert {r["clips"] for r in rows.values()} == {"4/4"}  # 2 bases x 2 clips x 1 draw
+    assert float(rows["full"]["chamfer_aligned"]) == pytest.approx((_cd(out, "full") + _cd(out, "full-b1")) / 2)
+    md = (out / "ablation.md").read_text()
+    pairs_md, per_run = md.split("Paired with the full method")[1].split("of each fine-tuning run")
+    assert "(2 bases × 1 fine-tuning run each, paired run by run)" in pairs_md
+    paired = {x.split(" | ")[0][2:]: x.split(" | ")[1] for x in pairs_md.splitlines() if x.startswith("| ")}
+    assert "(n=4)" in paired["U"] and "(n=4)" in paired["per-frame base (no S-T layers)"]  # each base's run with full's
+    assert "| variant | base +0, seed +0 | base +1, seed +0 |" in per_run
+    assert f"| U | {ablate._num(_cd(out, 'st-untrained'))} | {ablate._num(_cd(out, 'st-untrained-b1'))} |" in per_run
+
+
 def test_pooled_runs_resample_runs_and_clips_so_the_interval_covers_the_seed(tmp_path):
     pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
     f0, f1 = (_metrics_csv(tmp_path / f"f{k}.csv", {p: 0.3 for p in pairs}) for k in range(2))
     r0 = _metrics_csv(tmp_path / "r0.csv", {p: 0.4 for p in pairs})  # seed 0: full better everywhere
     r1 = _metrics_csv(tmp_path / "r1.csv", {p: 0.2 for p in pairs})  # seed 1: full worse everywhere
-    assert ablate.paired([f0], [r0], "chamfer_aligned", True, 500)["ci"] == [1.0, 1.0]  # clips alone: no doubt
-    both = ablate.paired([f0, f1], [r0, r1], "chamfer_aligned", True, 500)
+    assert ablate.paired(_runs(f0), _runs(r0), "chamfer_aligned", True, 500)["ci"] == [1.0, 1.0]  # clips alone: no doubt
+    both = ablate.paired(_runs(f0, f1), _runs(r0, r1), "chamfer_aligned", True, 500)
     # Half the resamples draw one seed twice: the interval spans what the seed alone does.
     assert both["pairs"] == 60 and both["win"] == 0.5 and both["ci"] == [0.0, 1.0]
     # A one-run row (untrained: no training noise) is paired with every run of full.
-    assert ablate.paired([f0, f1], [r0], "chamfer_aligned", True, 500)["pairs"] == 60
-    with pytest.raises(ValueError, match="cannot pair 2 runs"):
-        ablate.paired([f0, f1], [r0, r1, r0], "chamfer_aligned", True, 10)
+    assert ablate.paired(_runs(f0, f1), _runs(r0, seed=None), "chamfer_aligned", True, 500)["pairs"] == 60
+    with pytest.raises(ValueError, match=r"cannot pair runs \(base, seed\) \[\(0, 2\)\]"):
+        ablate.paired(_runs(f0, f1), _runs(r0, r1, r0), "chamfer_aligned", True, 10)
     # One run: the crossed resampling is the evaluation's clip bootstrap, draw for draw.
-    np.testing.assert_array_equal(ablate.run_clip_picks(1, 10, 50, 7), ablate.evaluate.clip_picks(10, 50, 7))
+    np.testing.assert_array_equal(ablate.run_clip_picks([0], 10, 50, 7), ablate.evaluate.clip_picks(10, 50, 7))
 
-    def run(path, value):
+    def run(path, value, seed=0):
         return {"model": path, "run_id": path, "summary": {"chamfer_aligned": value, "empty_frames": value / 10},
                 "summary_ci": {"chamfer_aligned": [value, value]}, "clips": "30/30",
-                "per_frame": {"chamfer_aligned": [value, 2 * value]}, "metrics_csv": path}
+                "per_frame": {"chamfer_aligned": [value, 2 * value]}, "metrics_csv": path, "base": 0, "seed": seed}
 
     assert ablate.pool([run(r0, 0.4)], 100)["summary_ci"] == {"chamfer_aligned": [0.4, 0.4]}  # one run: as evaluated
-    row = ablate.pool([run(r0, 0.4), run(r1, 0.2)], 500)
+    row = ablate.pool([run(r0, 0.4), run(r1, 0.2, seed=1)], 500)
     assert row["summary"]["chamfer_aligned"] == pytest.approx(0.3) and row["clips"] == "60/60"
     assert row["summary_ci"]["chamfer_aligned"] == [pytest.approx(0.2), pytest.approx(0.4)]
     assert row["summary"]["empty_frames"] == pytest.approx(0.03)  # no per-entry values: the runs' mean
     assert row["per_frame"]["chamfer_aligned"] == [pytest.approx(0.3), pytest.approx(0.6)]
-    assert row["metrics_csvs"] == [r0, r1] and [r["summary"]["chamfer_aligned"] for r in row["runs"]] == [0.4, 0.2]
+    assert [(r["metrics_csv"], r["summary"]["chamfer_aligned"]) for r in row["runs"]] == [(r0, 0.4), (r1, 0.2)]
+
+
+def test_several_bases_pair_runs_within_a_base_and_resample_bases_first(tmp_path):
+    pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
+    csvs = {v: _metrics_csv(tmp_path / f"{v}.csv", {p: v for p in pairs}) for v in (0.2, 0.3, 0.4)}
+    # Full: 0.3 on both bases, two seeds each. The untrained row: worse than full on base 0,
+    # better on base 1; its one run per base pairs with both seeds of full on that base only
+    # (pairing across bases would make half the pairs of each base flip).
+    full = _runs(csvs[0.3], csvs[0.3]) + _runs(csvs[0.3], csvs[0.3], base=1)
+    row = _runs(csvs[0.4], seed=None) + _runs(csvs[0.2], seed=None, base=1)
+    both = ablate.paired(full, row, "chamfer_aligned", True, 1000)
+    assert both["pairs"] == 4 * 30 and both["win"] == 0.5
+    assert both["ci"] == [0.0, 1.0]  # what the base alone does
+
+    def one_base(bases):  # share of resamples whose 4 runs (0, 1 on base 0; 2, 3 on base 1) are of one base
+        runs = ablate.run_clip_picks(bases, 10, 4000, 3).reshape(4000, 4, 10)[..., 0] // 10
+        return np.mean((runs // 2).min(1) == (runs // 2).max(1))
+
+    # Bases first: half the resamples draw one base twice, and then every run is of it; drawing the
+    # 4 runs flat (as if each had its own base) gives that in 2 / 16.
+    assert 0.45 < one_base([0, 0, 1, 1]) < 0.55 and 0.09 < one_base([0, 1, 2, 3]) < 0.16
+    picks = ablate.run_clip_picks([0, 0, 1, 1], 10, 400, 3).reshape(400, 4, 10) // 10  # the run of every cell
+    assert np.all(picks == picks[..., :1])  # a run is drawn for all clips at once
+    base_BGS = (picks[..., 0] // 2).reshape(400, 2, 2)
+    assert np.all(base_BGS == base_BGS[..., :1])  # each drawn base contributes its own runs only
+    assert 0.35 < np.mean(base_BGS[:, 0, 0] == base_BGS[:, 1, 0]) < 0.65  # bases drawn with replacement
+    with pytest.raises(ValueError, match="equally many runs"):
+        ablate.run_clip_picks([0, 0, 1], 10, 10)
+    with pytest.raises(ValueError, match="cannot pair"):  # a base full was not run on
+        ablate.paired(full[:2], row, "chamfer_aligned", True, 10)
 
 
 def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
@@ -260,7 +337,8 @@ def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
     cfg = config_lib.load(ablate.AblateConfig, CONFIG, ["variants=[{name: full, label: a}, {name: full, label: b}]"])
     with pytest.raises(config_lib.ConfigError, match="unique"):
         ablate.check_config(cfg)
-    for overrides, match in [(["train_seeds=0"], "train_seeds must be >= 1"),
+    for overrides, match in [(["train_seeds=0"], "train_seeds must be >= 1"), (["base_seeds=0"], "base_seeds must be >= 1"),
+                             (["base_seeds=2", "variants=[{name: full, label: a}, {name: full-b1, label: b}]"], "collide"),
                              (["train_seeds=2", "variants=[{name: a, label: a, train: [train.seed=3]}]"], "set train.seed"),
                              (["train_seeds=2", "variants=[{name: full, label: a}, {name: full-s1, label: b}]"], "collide")]:
         with pytest.raises(config_lib.ConfigError, match=match):
@@ -286,6 +364,11 @@ def test_empty_frames_are_counted_and_left_out_of_the_per_frame_means():
     assert ablate.mean_per_frame(clips, "chamfer_aligned") == [pytest.approx(0.3), pytest.approx(0.6)]
 
 
+def _runs(*paths: str, base: int = 0, seed: int | None = 0) -> list[dict]:
+    """Evaluations of fine-tuning runs k = seed, seed + 1, ... (None: untrained) on one base."""
+    return [{"base": base, "seed": None if seed is None else seed + k, "metrics_csv": p} for k, p in enumerate(paths)]
+
+
 def _metrics_csv(path: Path, values: dict[tuple[str, int], float], key: str = "chamfer_aligned") -> str:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -301,32 +384,32 @@ def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_fram
     pairs = [(f"c{i}", k) for i in range(10) for k in range(3)]
     full = _metrics_csv(tmp_path / "full.csv", {p: 0.3 for p in pairs})
     # the same numbers: every pair a tie, 0.5 exactly, not significant
-    same = ablate.paired([full], [full], "chamfer_aligned", True, 500)
+    same = ablate.paired(_runs(full), _runs(full), "chamfer_aligned", True, 500)
     assert same["pairs"] == 30 and same["win"] == 0.5 and same["ci"] == [0.5, 0.5] and same["median_diff"] == 0.0
     # every pair of the row has an empty frame (CD inf): the full method wins all 30
     empty = _metrics_csv(tmp_path / "empty.csv", {p: inf for p in pairs})
-    assert ablate.paired([full], [empty], "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0],
+    assert ablate.paired(_runs(full), _runs(empty), "chamfer_aligned", True, 500) == {"pairs": 30, "win": 1.0, "ci": [1.0, 1.0],
                                                                          "median_diff": inf}
     # higher-is-better metrics flip: a higher IoU in the row is a loss of the full method
-    iou = ablate.paired([full], [empty], "chamfer_aligned", False, 500)
+    iou = ablate.paired(_runs(full), _runs(empty), "chamfer_aligned", False, 500)
     assert iou["win"] == 0.0
     # the full method better on 7 of 10 clips (all their draws), worse on 3: 0.7, and the
     # interval comes from resampling the 10 clips, not the 30 pairs
     mixed = _metrics_csv(tmp_path / "mixed.csv", {(s, k): 0.4 if int(s[1:]) < 7 else 0.2 for s, k in pairs})
-    m = ablate.paired([full], [mixed], "chamfer_aligned", True, 2000)
+    m = ablate.paired(_runs(full), _runs(mixed), "chamfer_aligned", True, 2000)
     assert m["win"] == pytest.approx(0.7)
     assert m["median_diff"] == pytest.approx(0.1)  # row minus full: +0.1 on 21 pairs, -0.1 on 9
     assert 0.3 < m["ci"][0] < 0.6 and 0.85 < m["ci"][1] <= 1.0
     # only pairs present in both count
     half = _metrics_csv(tmp_path / "half.csv", {p: 0.4 for p in pairs[:15]})
-    assert ablate.paired([full], [half], "chamfer_aligned", True, 100)["pairs"] == 15
+    assert ablate.paired(_runs(full), _runs(half), "chamfer_aligned", True, 100)["pairs"] == 15
 
 
 def test_comparison_table_marks_significance(tmp_path):
     pairs = [(f"c{i}", k) for i in range(8) for k in range(3)]
-    rows = [{"variant": "full", "label": "Full", "metrics_csvs": [_metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs})]},
-            {"variant": "worse", "label": "Worse", "metrics_csvs": [_metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs})]},
-            {"variant": "same", "label": "Same", "metrics_csvs": [_metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs})]}]
+    rows = [{"variant": "full", "label": "Full", "runs": _runs(_metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs}))},
+            {"variant": "worse", "label": "Worse", "runs": _runs(_metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs}))},
+            {"variant": "same", "label": "Same", "runs": _runs(_metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs}))}]
     md = ablate.comparisons(rows, 200).splitlines()
     worse, same = next(x for x in md if x.startswith("| Worse")), next(x for x in md if x.startswith("| Same"))
     # chamfer_aligned is the first paired column; the CSVs have no other metric (no pairs there)
