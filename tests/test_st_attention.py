@@ -1,0 +1,42 @@
+"""The S-T attention probe of benchmarks/st_attention.py on layers whose attention is known."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchmarks.st_attention import attention_shares, uniform_shares
+from model.st_layer import STConfig, STLayer
+
+T, N, L, D = 4, 2, 5, 16
+
+
+def _layer() -> STLayer:
+    torch.manual_seed(0)
+    return STLayer(STConfig(width=D, heads=1, mlp_ratio=1.0))
+
+
+def _frames(latents_LD: torch.Tensor, image_ND: torch.Tensor) -> torch.Tensor:
+    """[1, T*(N+L), D]: every frame the same image tokens, then the same latents (token k alike in all frames)."""
+    return torch.cat([image_ND, latents_LD]).repeat(T, 1)[None]
+
+
+def test_zero_queries_and_keys_attend_uniformly():
+    layer = _layer()
+    for lin in (layer.attn.to_q, layer.attn.to_k):
+        torch.nn.init.zeros_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+    h = torch.randn(1, T * (N + L), D)
+    np.testing.assert_allclose(attention_shares(layer, h, lambda t: t, T, N), uniform_shares(T, N, L), rtol=1e-5)
+
+
+def test_a_layer_matching_tokens_by_content_puts_the_other_frames_mass_on_the_same_token():
+    # Token k holds the one-hot e_k in every frame; q = k = h, sharpened: each latent attends to
+    # the T copies of itself alike, so T-1 of T shares fall on the same token of other frames.
+    layer = _layer()
+    for lin, norm in ((layer.attn.to_q, layer.attn.norm_q), (layer.attn.to_k, layer.attn.norm_k)):
+        torch.nn.init.eye_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+        norm.weight.data.fill_(10.0)
+    h = _frames(torch.eye(D)[:L], torch.eye(D)[L:L + N])
+    shares = attention_shares(layer, h, lambda t: t, T, N)
+    np.testing.assert_allclose(shares, [(T - 1) / T, 1 / T, 0.0], atol=1e-4)
