@@ -34,16 +34,18 @@ from model.st_layer import STLayer
 SHARES = ("same token", "own frame", "image")
 
 
-def attention_shares(layer: STLayer, h_BSD: torch.Tensor, rotate, T: int, N: int) -> np.ndarray:
+def attention_shares(layer: STLayer, h_BSD: torch.Tensor, rotate, T: int, N: int,
+                     bias_HSS: torch.Tensor | None = None) -> np.ndarray:
     """[3] the shares above of one S-T layer's attention (mean over heads, latent queries, clips),
-    `h_BSD` its normed input of T frames of P = S / T tokens each (N image tokens, then latents)
-    and `rotate` its positional rotation, as the layer calls its attention."""
+    `h_BSD` its normed input of T frames of P = S / T tokens each (N image tokens, then latents),
+    `rotate` its positional rotation and `bias_HSS` its logit bias, as the layer calls its attention."""
     attn = layer.attn
     q, k, _ = attn._qkv(h_BSD, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k)
     q, k = rotate(q), rotate(k)
     B, H, S, d = q.shape
     P = S // T
-    A = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1).view(B, H, T, P, T, P)[:, :, :, N:]
+    logits = q @ k.transpose(-1, -2) / math.sqrt(d) + (0 if bias_HSS is None else bias_HSS)
+    A = torch.softmax(logits, dim=-1).view(B, H, T, P, T, P)[:, :, :, N:]
     same_BHTTL = torch.diagonal(A[..., N:], dim1=3, dim2=5)  # query (t, k) -> key (t', k)
     # summed over the T-1 frames t' != t of each query, averaged over queries
     same = same_BHTTL[:, :, ~torch.eye(T, dtype=torch.bool)].mean().item() * (T - 1)
@@ -92,8 +94,11 @@ def measure(pipeline, clips: dict, sigmas: list[float], num_surface: int, seed: 
     if model.cfg.st.temporal_only:
         raise ValueError("a 1D temporal model attends only to its own token across frames: same token is 1 by construction")
     captured = []
-    hooks = [layer.attn.register_forward_pre_hook(lambda m, args, kwargs, i=i: captured.append((i, args[0], kwargs["rotate"])),
-                                                  with_kwargs=True) for i, layer in enumerate(model.st_layers)]
+
+    def capture(i):  # the layer's attention input, rotation and logit bias, as it calls them
+        return lambda m, args, kwargs: captured.append((i, args[0], kwargs["rotate"], kwargs.get("bias_HLL")))
+
+    hooks = [layer.attn.register_forward_pre_hook(capture(i), with_kwargs=True) for i, layer in enumerate(model.st_layers)]
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     total, count, dims = None, 0, None
@@ -110,7 +115,7 @@ def measure(pipeline, clips: dict, sigmas: list[float], num_surface: int, seed: 
                 x = (1 - s) * x0_TLC + s * torch.randn(x0_TLC.shape, generator=g)
                 captured.clear()
                 model(x[None], torch.tensor([s]), cond_TNK[None])
-                shares = np.stack([attention_shares(model.st_layers[i], h, rot, T, N) for i, h, rot in captured])
+                shares = np.stack([attention_shares(model.st_layers[i], h, rot, T, N, b) for i, h, rot, b in captured])
                 total = shares if total is None else total + shares
                 count += 1
                 dims = (T, N, L)

@@ -111,13 +111,16 @@ class Attention(nn.Module):
         split = lambda t: t.view(B, L, self.heads, -1).transpose(1, 2)  # noqa: E731
         return nq(split(q(x))), nk(split(k(x))), split(v(x))
 
-    def forward(self, x_BLD: torch.Tensor, context_BND: torch.Tensor | None = None, rotate: Callable | None = None):
-        """`rotate(q_or_k [B,H,L,d])`: a positional rotation (the base uses none; S-T layers use RoPE)."""
+    def forward(self, x_BLD: torch.Tensor, context_BND: torch.Tensor | None = None, rotate: Callable | None = None,
+                bias_HLL: torch.Tensor | None = None):
+        """`rotate(q_or_k [B,H,L,d])`: a positional rotation (the base uses none; S-T layers use RoPE).
+        `bias_HLL`: added to the attention logits (self-attention only; the base uses none)."""
         q, k, v = self._qkv(x_BLD, self.to_q, self.to_k, self.to_v, self.norm_q, self.norm_k)
         if rotate is not None:
             q, k = rotate(q), rotate(k)
         if context_BND is None:
-            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+            mask = None if bias_HLL is None else bias_HLL.to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
         cq, ck, cv = self._qkv(context_BND, self.add_q_proj, self.add_k_proj, self.add_v_proj, self.norm_added_q, self.norm_added_k)
         # Condition tokens first, as the release orders them.
         out = F.scaled_dot_product_attention(torch.cat([cq, q], 2), torch.cat([ck, k], 2), torch.cat([cv, v], 2))

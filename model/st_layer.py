@@ -27,6 +27,11 @@ class STConfig:
     rope_theta: float = 10000.0
     use_image_tokens: bool = True  # ablation: False = S-T attends over shape latents only
     temporal_only: bool = False  # ablation: pure 1D attention across frames at the same latent index
+    # Not in the paper, a probe: a learned per-head logit bonus (0 at init) from a latent to the
+    # latent of the same index in every other frame. With aligned queries that index is the
+    # correspondence, which 1D attention is handed and S-T attention must find by content; trained
+    # S-T layers here do not find it (benchmarks/st_attention).
+    same_token_bias: bool = False
 
 
 def rope_1d(x_BHSd: torch.Tensor, pos_S: torch.Tensor, theta: float) -> torch.Tensor:
@@ -46,6 +51,8 @@ class STLayer(nn.Module):
         super().__init__()
         if not (cfg.width and cfg.heads and cfg.mlp_ratio):
             raise ValueError(f"S-T layer without a width/heads/mlp_ratio: {cfg} (ShapeGen4D takes them from the base)")
+        if cfg.temporal_only and cfg.same_token_bias:
+            raise ValueError("same_token_bias is for S-T attention: 1D temporal attention sees only the same token")
         self.cfg = cfg
         D, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
         self.norm = AdaNorm(D, 3)
@@ -59,6 +66,7 @@ class STLayer(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
         nn.init.zeros_(self.norm.linear.weight[: 2 * D])
         nn.init.zeros_(self.norm.linear.bias[: 2 * D])
+        self.same_token = nn.Parameter(torch.zeros(cfg.heads)) if cfg.same_token_bias else None
 
     def forward(
         self, x_BTLD: torch.Tensor, c_BTND: torch.Tensor | None, temb_BD: torch.Tensor, frames_T: torch.Tensor | None = None
@@ -77,13 +85,24 @@ class STLayer(nn.Module):
         per_frame = torch.cat([c_BTND, x_BTLD], dim=2) if use_c else x_BTLD  # [B, T, N+L | L, D]
         P = per_frame.shape[2]
         h, gate = self.norm(per_frame.reshape(B, T * P, D), temb_BD)
-        out = self._mix(h, gate, frames_T.repeat_interleave(P)).view(B, T, P, D)
+        frame_S = frames_T.repeat_interleave(P)
+        out = self._mix(h, gate, frame_S, self._same_token_bias(frame_S, P, P - L)).view(B, T, P, D)
         if not use_c:
             return x_BTLD + out, c_BTND
         N = c_BTND.shape[2]
         return x_BTLD + out[:, :, N:], c_BTND + out[:, :, :N]
 
-    def _mix(self, h_BSD: torch.Tensor, gate: torch.Tensor, frame_S: torch.Tensor) -> torch.Tensor:
+    def _same_token_bias(self, frame_S: torch.Tensor, P: int, N: int) -> torch.Tensor | None:
+        """[H, S, S] logit bonus between latents of one index in different frames (each frame's P
+        tokens: N image tokens, then the latents), or None without `same_token_bias`."""
+        if self.same_token is None:
+            return None
+        token_S = (torch.arange(frame_S.numel(), device=frame_S.device) % P) - N  # < 0: image tokens
+        same_SS = (token_S[:, None] == token_S[None]) & (token_S[:, None] >= 0) & (frame_S[:, None] != frame_S[None])
+        return self.same_token[:, None, None] * same_SS
+
+    def _mix(self, h_BSD: torch.Tensor, gate: torch.Tensor, frame_S: torch.Tensor,
+             bias_HSS: torch.Tensor | None = None) -> torch.Tensor:
         mlp = F.gelu(self.proj_mlp(h_BSD), approximate="tanh")
-        attn = self.attn(h_BSD, rotate=lambda t: rope_1d(t, frame_S, self.cfg.rope_theta))
+        attn = self.attn(h_BSD, rotate=lambda t: rope_1d(t, frame_S, self.cfg.rope_theta), bias_HLL=bias_HSS)
         return gate * self.proj_out(torch.cat([attn, mlp], dim=-1))

@@ -220,3 +220,20 @@ def test_hunyuan_sampler_grid_cfg_order_and_guidance_are_its_own():
     assert len(batches) == 4 and all(b.tolist() == [1.0, 0.0] for b in batches)  # [cond, uncond]
     eps = flow.noise((1, 2, 5, 4), True, torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, eps - 5.0)  # guided velocity 0 + 5 (1 - 0) over the whole span 1 -> 0
+
+
+@pytest.mark.parametrize("base_name", BASES)
+def test_same_token_bias_starts_as_the_papers_layer_and_trains(base_name):
+    x, sigma, cond = _batch()
+    plain, biased = _model(base_name), _model(base_name, same_token_bias=True)
+    # Same seed, same weights but the bias (trained with the S-T layers, so saved with them).
+    assert [k for k in biased.trained_weights().state_dict() if k not in plain.trained_weights().state_dict()] == [
+        f"{i}.same_token" for i in range(len(biased.st_layers))]
+    for layer in (*plain.st_layers, *biased.st_layers):  # a trained layer: its output counts
+        torch.manual_seed(1)
+        torch.nn.init.normal_(layer.proj_out.weight, std=0.05)
+    torch.testing.assert_close(biased(x, sigma, cond), plain(x, sigma, cond), rtol=0, atol=1e-6)  # a zero bias (another kernel)
+    biased(x, sigma, cond).square().mean().backward()
+    assert all(layer.same_token.grad.abs().min() > 0 for layer in biased.st_layers)
+    with pytest.raises(ValueError, match="same_token_bias is for S-T attention"):
+        _model(base_name, same_token_bias=True, temporal_only=True)

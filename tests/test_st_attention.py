@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.st_attention import attention_shares, uniform_shares
@@ -40,3 +41,18 @@ def test_a_layer_matching_tokens_by_content_puts_the_other_frames_mass_on_the_sa
     h = _frames(torch.eye(D)[:L], torch.eye(D)[L:L + N])
     shares = attention_shares(layer, h, lambda t: t, T, N)
     np.testing.assert_allclose(shares, [(T - 1) / T, 1 / T, 0.0], atol=1e-4)
+
+
+def test_the_same_token_bias_moves_the_mass_onto_the_same_token_of_the_other_frames():
+    torch.manual_seed(0)
+    layer = STLayer(STConfig(width=D, heads=2, mlp_ratio=1.0, same_token_bias=True))
+    frame_S = torch.arange(T).repeat_interleave(N + L)
+    h = torch.randn(1, T * (N + L), D)
+    rotate = lambda t: t  # noqa: E731
+    assert torch.count_nonzero(layer._same_token_bias(frame_S, N + L, N)) == 0  # zero at init: S-T as in the paper
+    layer.same_token.data.fill_(30.0)
+    bias = layer._same_token_bias(frame_S, N + L, N)
+    # each latent of each frame: its index in the T-1 other frames, nothing else
+    assert torch.count_nonzero(bias[0]) == T * L * (T - 1) and torch.count_nonzero(bias[0, :N]) == 0
+    assert attention_shares(layer, h, rotate, T, N, bias)[0] == pytest.approx(1.0, abs=1e-6)
+    assert attention_shares(layer, h, rotate, T, N)[0] < 0.2
