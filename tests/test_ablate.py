@@ -417,3 +417,13 @@ def test_comparison_table_marks_significance(tmp_path):
     assert same.split(" | ")[1] == "0.50 [0.50, 0.50] (n=24)"
     assert "(n=0)" in worse.split(" | ")[2]
     assert (worse.split(" | ")[-1], same.split(" | ")[-1]) == ("+0.2000 |", "+0.0000 |")  # median paired difference
+
+
+def test_a_switch_added_later_keeps_the_stage_keys_at_its_default():
+    """A finished study's journal stays valid when a new switch is added at the default that is
+    the old behaviour: the stage keys leave it out there, and only a row that sets it is new."""
+    t = config_lib.load(ablate.AblateConfig, CONFIG, []).finetune
+    before = config_lib.to_dict(t)
+    del before["model"]["st"]["same_token_bias"]
+    assert ablate.key_of(t) == config_lib.digest([before])[:12]
+    assert ablate.key_of(config_lib.apply(t, ["model.st.same_token_bias=true"])) != ablate.key_of(t)
