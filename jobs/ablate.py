@@ -42,7 +42,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -304,21 +304,10 @@ class Journal:
         tmp.replace(self.path)
 
 
-# Config switches added after journals were written, at the default that is the behaviour from
-# before they existed: left out of stage keys there, so adding one does not redo a finished study.
-LATER_SWITCHES = {"st.same_token_bias": False}
-
-
-def _without_later_switches(tree, path: str = ""):
-    if isinstance(tree, dict):
-        return {k: _without_later_switches(v, f"{path}.{k}") for k, v in tree.items()
-                if not any(f"{path}.{k}".endswith(f".{s}") and v == d for s, d in LATER_SWITCHES.items())}
-    return [_without_later_switches(v, path) for v in tree] if isinstance(tree, list) else tree
-
-
 def key_of(*parts) -> str:
-    """Short digest of a stage's inputs (configs as dicts, paths, override lists)."""
-    return config_lib.digest(_without_later_switches([config_lib.to_dict(p) if is_dataclass(p) else p for p in parts]))[:12]
+    """Short digest of a stage's inputs (configs, paths, override lists). Config fields added later
+    are left out at their old-behaviour default (`config_lib.later`): a new switch redoes nothing."""
+    return config_lib.digest(list(parts))[:12]
 
 
 # ---------------------------------------------------------------------------------- stages

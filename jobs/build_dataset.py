@@ -40,7 +40,7 @@ def dataset_part(cfg: DatasetConfig) -> DatasetConfig:
 
 def content_config(cfg: DatasetConfig) -> dict:
     """The part of the config that decides row contents (what config_digest covers)."""
-    tree = config_lib.to_dict(dataset_part(cfg))
+    tree = config_lib.content(dataset_part(cfg))
     for key in RUNTIME_KEYS:
         *parents, leaf = key.split(".")
         node = tree

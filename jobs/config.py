@@ -168,11 +168,35 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# dataclasses.field metadata of a config field added after digests of its config were stored
+# (ablation journals, a dataset's config digest, an evaluation protocol): at its default, which must
+# be the behaviour from before the field existed, `content` and `digest` leave it out, so adding
+# the field redoes nothing already done. `model/` spells it `metadata={"later": True}` (it does not
+# import jobs); elsewhere `later(default)`.
+LATER = "later"
+
+
+def later(default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={LATER: True})
+
+
+def content(tree: Any) -> Any:
+    """What a digest covers: `to_dict` of every dataclass in `tree` (nested in lists and dicts too),
+    without the `later` fields that are at their default."""
+    def strip(x: Any) -> Any:
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return {f.name: strip(getattr(x, f.name)) for f in dataclasses.fields(x)
+                    if not (f.metadata.get(LATER) and getattr(x, f.name) == f.default)}
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        return [strip(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+    return json.loads(json.dumps(strip(tree)))
+
+
 def digest(tree: Any) -> str:
-    """sha256 of the canonical JSON of a config (dataclass or dict)."""
-    if dataclasses.is_dataclass(tree):
-        tree = to_dict(tree)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """sha256 of the canonical JSON of a config (dataclasses, dicts and lists of them) by `content`."""
+    return hashlib.sha256(json.dumps(content(tree), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -284,7 +284,7 @@ def extraction() -> dict:
 
 
 def protocol(cfg: EvaluateConfig, dataset_digest: str, clips: list[Clip]) -> tuple[dict, str]:
-    m = config_lib.to_dict(cfg.metrics)
+    m = config_lib.content(cfg.metrics)
     m.pop("workers", None)  # threads do not change a result
     proto = {"dataset_digest": dataset_digest, "split": cfg.split, "sample_ids": [c.sample_id for c in clips],
              "metrics": m, "gap_points": cfg.gap_points,

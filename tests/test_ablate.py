@@ -424,6 +424,8 @@ def test_a_switch_added_later_keeps_the_stage_keys_at_its_default():
     the old behaviour: the stage keys leave it out there, and only a row that sets it is new."""
     t = config_lib.load(ablate.AblateConfig, CONFIG, []).finetune
     before = config_lib.to_dict(t)
-    del before["model"]["st"]["same_token_bias"]
+    for k in ("same_token_bias", "same_token_init"):  # added after the 400-step study's journal
+        del before["model"]["st"][k]
     assert ablate.key_of(t) == config_lib.digest([before])[:12]
-    assert ablate.key_of(config_lib.apply(t, ["model.st.same_token_bias=true"])) != ablate.key_of(t)
+    for switch in ("model.st.same_token_bias=true", "model.st.same_token_init=5.74"):
+        assert ablate.key_of(config_lib.apply(t, [switch])) != ablate.key_of(t)

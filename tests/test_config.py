@@ -59,6 +59,30 @@ def test_digest_is_stable_and_sensitive():
     assert config_lib.flatten(config_lib.to_dict(a))["inner.size"] == 3
 
 
+@dataclass
+class InnerLater(Inner):
+    """Inner after a release added a switch whose default is the old behaviour."""
+    sharp: bool = config_lib.later(False)
+
+
+@dataclass
+class OuterLater(Outer):
+    inner: InnerLater = field(default_factory=InnerLater)
+
+
+def test_a_field_added_later_leaves_digests_alone_at_its_default():
+    # Stored digests (journals, dataset and protocol digests) were taken before `sharp` existed.
+    old = config_lib.digest(Outer())
+    assert config_lib.digest(OuterLater()) == old
+    assert config_lib.digest([OuterLater(), "x"]) == config_lib.digest([Outer(), "x"])  # nested in lists too
+    assert config_lib.content({"a": OuterLater()}) == {"a": config_lib.to_dict(Outer())}
+    changed = OuterLater(inner=InnerLater(sharp=True))
+    assert config_lib.digest(changed) != old
+    # Everything else still sees the field (params, saved configs).
+    assert config_lib.flatten(config_lib.to_dict(OuterLater()))["inner.sharp"] is False
+    assert config_lib.load(OuterLater, None, ["inner.sharp=true"]) == changed
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     from jobs.ablate import AblateConfig, check_config

@@ -56,3 +56,20 @@ def test_the_same_token_bias_moves_the_mass_onto_the_same_token_of_the_other_fra
     assert torch.count_nonzero(bias[0]) == T * L * (T - 1) and torch.count_nonzero(bias[0, :N]) == 0
     assert attention_shares(layer, h, rotate, T, N, bias)[0] == pytest.approx(1.0, abs=1e-6)
     assert attention_shares(layer, h, rotate, T, N)[0] < 0.2
+
+
+def test_a_bias_started_at_log_keys_over_same_tokens_puts_half_the_mass_there():
+    # Zero q/k: every key's logit is the bias alone, so b = log((S - (T-1)) / (T-1)) gives the
+    # T-1 same tokens exactly half of a query's mass: the start `same_token_init` documents.
+    S, same = T * (N + L), T - 1
+    init = float(np.log((S - same) / same))
+    layer = STLayer(STConfig(width=D, heads=2, mlp_ratio=1.0, same_token_bias=True, same_token_init=init))
+    for lin in (layer.attn.to_q, layer.attn.to_k):
+        torch.nn.init.zeros_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+    frame_S = torch.arange(T).repeat_interleave(N + L)
+    bias = layer._same_token_bias(frame_S, N + L, N)
+    h = torch.randn(1, S, D)
+    assert attention_shares(layer, h, lambda t: t, T, N, bias)[0] == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="same_token_init without same_token_bias"):
+        STLayer(STConfig(width=D, heads=2, mlp_ratio=1.0, same_token_init=init))
