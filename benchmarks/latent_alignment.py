@@ -33,20 +33,8 @@ from pipelines.metrics import nn_tree
 
 
 def load_clips(path: str, split: str, limit: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{sample_id: (surface [T,N,6], queries [T,L,6])} of the split's clips."""
-    import pyarrow.compute as pc
-
-    info = ingest.open_dataset(path)
-    out = {}
-    for shard in info.manifest["shards"]:
-        t = ingest.read_shard(info, shard["path"], ["sample_id", "split", "surface", "queries"])
-        t = t.filter(pc.equal(t["split"], split))
-        arr = {c: t[c].combine_chunks().to_numpy_ndarray().astype(np.float32) for c in ("surface", "queries")}
-        for i, sid in enumerate(t["sample_id"].to_pylist()):
-            out[sid] = (arr["surface"][i], arr["queries"][i])
-    if not out:
-        raise ValueError(f"{path} has no {split!r} clips")
-    return dict(sorted(out.items())[:limit] if limit else sorted(out.items()))
+    """{sample_id: (surface [T,N,6], queries [T,L,6])} of the split's first `limit` clips by id."""
+    return {sid: (c["surface"], c["queries"]) for sid, c in ingest.read_clips(ingest.open_dataset(path), split, limit).items()}
 
 
 def query_stats(queries_TL6: np.ndarray) -> tuple[float, float]:

@@ -74,20 +74,6 @@ def load_model(uri: str, tracking_uri: str | None, dst: Path):
     return registry.load_pipeline(Path(uri), device="cpu")
 
 
-def load_clips(path: str, split: str, limit: int) -> dict[str, dict[str, np.ndarray]]:
-    """{sample_id: {surface [T,N,6], queries [T,L,6], frames [T,H,W,4]}} of the split's first clips."""
-    info = ingest.open_dataset(path)
-    out = {}
-    for shard in info.manifest["shards"]:
-        t = ingest.read_shard(info, shard["path"])
-        batch = ingest.decode_batch(t, split)  # the split's rows, in shard order
-        ids = [sid for sid, s in zip(t["sample_id"].to_pylist(), t["split"].to_pylist()) if s == split]
-        out.update({sid: {k: np.array(batch[k][i]) for k in ("surface", "queries", "frames")} for i, sid in enumerate(ids)})
-    if not out:
-        raise ValueError(f"{path} has no {split!r} clips")
-    return dict(sorted(out.items())[:limit] if limit else sorted(out.items()))
-
-
 @torch.no_grad()
 def measure(pipeline, clips: dict, sigmas: list[float], num_surface: int, seed: int) -> tuple[np.ndarray, tuple]:
     """([layers, 3] shares averaged over clips and sigmas, (T, N, L))."""
@@ -141,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline, _ = load_model(a.model, a.tracking_uri, Path(tmp))
-        clips = load_clips(a.data, a.split, a.limit)
+        clips = ingest.read_clips(ingest.open_dataset(a.data), a.split, a.limit, ("surface", "queries", "frames"))
         shares, (T, N, L) = measure(pipeline, clips, [float(s) for s in a.sigmas.split(",")], a.num_surface, a.seed)
     uni = uniform_shares(T, N, L)
     print(f"{a.model}: {len(clips)} {a.split} clips, sigma {a.sigmas}; T={T} frames, N={N} image tokens, L={L} latents")

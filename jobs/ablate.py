@@ -36,6 +36,7 @@ metric config reuses the trained models). Exit status: 0 done, 1 could not run, 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -453,7 +454,8 @@ def pairs_of(full_runs: list[dict], row_runs: list[dict]) -> list[tuple[dict, di
     return pairs
 
 
-def paired(full_runs: list[dict], row_runs: list[dict], key: str, lower_better: bool, n_boot: int, seed: int = 0) -> dict:
+def paired(full_runs: list[dict], row_runs: list[dict], key: str, lower_better: bool, n_boot: int, seed: int = 0,
+           read=_read_csv) -> dict:
     """How often the full method beats a row on `key`, over the (run pair, clip, draw) triples both
     evaluated. Runs are {"base", "seed", "metrics_csv"}: one evaluation per fine-tuning run, paired
     by `pairs_of` (run k on base j with run k on base j; a row with one run per base, untrained or
@@ -464,11 +466,12 @@ def paired(full_runs: list[dict], row_runs: list[dict], key: str, lower_better: 
     runs it covers the training's (and the base's) noise too. Unlike a mean difference it stays
     defined when empty frames make CD inf (an empty frame loses to any surface), and 0.5 outside
     the interval is significant. `median_diff`: the median over the pairs of row minus full in
-    `key` (two infs: 0), how far apart the two rows' shapes are, not only which is ahead."""
+    `key` (two infs: 0), how far apart the two rows' shapes are, not only which is ahead. `read`:
+    (metrics.csv, key) -> entries, `_read_csv` or a cache of it."""
     pairs = pairs_of(full_runs, row_runs)
     wins, diffs = [], []  # per run pair: (sample_id, draw) -> 1 / 0.5 / 0; over all pairs: row minus full
     for run_a, run_b in pairs:
-        a, b = _read_csv(run_a["metrics_csv"], key), _read_csv(run_b["metrics_csv"], key)
+        a, b = read(run_a["metrics_csv"], key), read(run_b["metrics_csv"], key)
         wins.append({})
         for sid, draw in a.keys() & b.keys():
             x, y = (a[sid, draw], b[sid, draw]) if lower_better else (b[sid, draw], a[sid, draw])
@@ -541,12 +544,13 @@ def comparisons(rows: list[dict], n_boot: int) -> str:
           f"which the full method is better, 95% interval over {over}; * = significant (0.5 outside). "
           "Last column: the median over the pairs of the row's value minus the full method's.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    read = functools.lru_cache(maxsize=None)(_read_csv)  # full's runs pair with every row's: read once
     for r in rows:
         if r is full:
             continue
         cells, first = [], None
         for k, lower in PAIRED:
-            c = paired(full["runs"], r["runs"], k, lower, n_boot)
+            c = paired(full["runs"], r["runs"], k, lower, n_boot, read=read)
             first = first or c
             star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
             cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")

@@ -187,6 +187,34 @@ def read_videos(info: DatasetInfo, shard: str, sample_ids: Iterable[str] | None 
     return {sid: decode_video(video) for sid, video in zip(t["sample_id"].to_pylist(), t["video"].to_pylist())}
 
 
+def read_clips(info: DatasetInfo, split: str, limit: int = 0,
+               columns: Iterable[str] = ("surface", "queries")) -> dict[str, dict[str, np.ndarray]]:
+    """{sample_id: {column: array}} of the first `limit` sample_ids of `split` in sorted order (all
+    when 0), a fixed subset for benchmarks. Arrays are float32 (surface [T,N,6], queries [T,L,6],
+    ...); `frames` is the decoded conditioning video, uint8 [T,H,W,4], decoded for those rows only."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    where = {}  # sample_id -> shard
+    for shard in info.manifest["shards"]:
+        if shard.get("splits", {split: 1}).get(split, 0):  # per-split counts: skip shards without the split
+            t = read_shard(info, shard["path"], ["sample_id", "split"]).to_pydict()
+            where.update({sid: shard["path"] for sid, s in zip(t["sample_id"], t["split"]) if s == split})
+    if not where:
+        raise ValueError(f"{info.uri} has no {split!r} clips")
+    ids = sorted(where)[:limit] if limit > 0 else sorted(where)
+    stored = {c: "video" if c == "frames" else c for c in columns}
+    out = {}
+    for path in dict.fromkeys(where[sid] for sid in ids):
+        t = read_shard(info, path, ["sample_id", *stored.values()])
+        t = t.filter(pc.is_in(t["sample_id"], value_set=pa.array([sid for sid in ids if where[sid] == path], pa.string())))
+        arrays = {c: t[c].combine_chunks().to_numpy_ndarray().astype(np.float32, copy=False)
+                  for c in stored.values() if c != "video"}
+        for i, sid in enumerate(t["sample_id"].to_pylist()):
+            out[sid] = {c: decode_video(t["video"][i].as_py()) if c == "frames" else arrays[s][i] for c, s in stored.items()}
+    return {sid: out[sid] for sid in ids}
+
+
 def decode_batch(table, split: str, sample_ids: list[str] | None = None) -> dict[str, np.ndarray]:
     """The `split` rows (only those in `sample_ids` when given) of a pyarrow batch of shard rows ->
     numpy arrays: surface [b,T,N,6], queries [b,T,Q,6], (sharp_surface, sharp_queries), frames

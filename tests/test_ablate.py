@@ -405,12 +405,15 @@ def test_paired_comparison_counts_wins_per_clip_and_draw_and_survives_empty_fram
     assert ablate.paired(_runs(full), _runs(half), "chamfer_aligned", True, 100)["pairs"] == 15
 
 
-def test_comparison_table_marks_significance(tmp_path):
+def test_comparison_table_marks_significance(tmp_path, monkeypatch):
     pairs = [(f"c{i}", k) for i in range(8) for k in range(3)]
     rows = [{"variant": "full", "label": "Full", "runs": _runs(_metrics_csv(tmp_path / "a.csv", {p: 0.3 for p in pairs}))},
             {"variant": "worse", "label": "Worse", "runs": _runs(_metrics_csv(tmp_path / "b.csv", {p: 0.5 for p in pairs}))},
             {"variant": "same", "label": "Same", "runs": _runs(_metrics_csv(tmp_path / "c.csv", {p: 0.3 for p in pairs}))}]
+    reads = []
+    monkeypatch.setattr(ablate, "_read_csv", lambda path, key, read=ablate._read_csv: reads.append((path, key)) or read(path, key))
     md = ablate.comparisons(rows, 200).splitlines()
+    assert len(reads) == len(set(reads)) == 3 * len(ablate.PAIRED)  # full's CSV read once, not once per row
     worse, same = next(x for x in md if x.startswith("| Worse")), next(x for x in md if x.startswith("| Same"))
     # chamfer_aligned is the first paired column; the CSVs have no other metric (no pairs there)
     assert worse.split(" | ")[1] == "1.00 [1.00, 1.00]* (n=24)"

@@ -249,6 +249,27 @@ def test_ground_truth_rebuild_is_the_mesh_the_shards_were_sampled_from(dataset):
         assert scene.compute_distance(o3d.core.Tensor(surface[0, :, :3].astype(np.float32))).numpy().max() > h
 
 
+def test_read_clips_takes_the_first_ids_of_a_split_and_decodes_only_their_videos(dataset, monkeypatch):
+    """The benchmarks' loader (benchmarks/st_attention, latent_alignment): the same arrays the
+    training ingest decodes, for the first `limit` sample_ids by name."""
+    info = ingest.open_dataset(str(dataset[0]))
+    decoded = []
+    monkeypatch.setattr(ingest, "decode_video", lambda pngs, dv=ingest.decode_video: decoded.append(1) or dv(pngs))
+    test_ids = sorted(c.sample_id for c in evaluate.list_clips(info, "test"))
+    assert len(test_ids) == 2
+    first = ingest.read_clips(info, "test", 1, ("surface", "queries", "frames"))
+    assert list(first) == test_ids[:1] and len(decoded) == 1
+    shard = next(c.shard for c in evaluate.list_clips(info, "test") if c.sample_id == test_ids[0])
+    want = ingest.decode_batch(ingest.read_shard(info, shard), "test", test_ids[:1])
+    for k in ("surface", "queries", "frames"):
+        np.testing.assert_array_equal(first[test_ids[0]][k], want[k][0])
+    everything = ingest.read_clips(info, "test")
+    assert list(everything) == test_ids and set(everything[test_ids[1]]) == {"surface", "queries"}
+    assert len(decoded) == 2  # the first call's + decode_batch's; no video without "frames"
+    with pytest.raises(ValueError, match="no 'val' clips"):
+        ingest.read_clips(info, "val")
+
+
 def test_cli_evaluates_every_clip_and_the_first_version_becomes_champion(first_promotion, store, dataset):
     import mlflow
 
