@@ -93,18 +93,20 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Joint attention of the release (diffusers Attention + FluxAttnProcessor2_0 names)."""
 
-    def __init__(self, width: int, heads: int, joint: bool, pre_only: bool):
+    def __init__(self, width: int, heads: int, joint: bool, pre_only: bool, head_dim: int = 0):
+        """`head_dim` 0: width / heads, as in the release; S-T layers may take wider heads."""
         super().__init__()
         self.heads = heads
-        head_dim = width // heads
-        self.to_q, self.to_k, self.to_v = (nn.Linear(width, width) for _ in range(3))
+        head_dim = head_dim or width // heads
+        inner = heads * head_dim
+        self.to_q, self.to_k, self.to_v = (nn.Linear(width, inner) for _ in range(3))
         self.norm_q, self.norm_k = RMSNorm(head_dim), RMSNorm(head_dim)
         if joint:
-            self.add_q_proj, self.add_k_proj, self.add_v_proj = (nn.Linear(width, width) for _ in range(3))
+            self.add_q_proj, self.add_k_proj, self.add_v_proj = (nn.Linear(width, inner) for _ in range(3))
             self.norm_added_q, self.norm_added_k = RMSNorm(head_dim), RMSNorm(head_dim)
-            self.to_add_out = nn.Linear(width, width)
+            self.to_add_out = nn.Linear(inner, width)
         if not pre_only:
-            self.to_out = nn.ModuleList([nn.Linear(width, width), nn.Dropout(0.0)])
+            self.to_out = nn.ModuleList([nn.Linear(inner, width), nn.Dropout(0.0)])
 
     def _qkv(self, x: torch.Tensor, q, k, v, nq, nk) -> tuple[torch.Tensor, ...]:
         B, L, _ = x.shape

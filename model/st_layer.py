@@ -37,6 +37,10 @@ class STConfig:
     # (7 of a query's ~2k keys are touched); log(keys / 7) puts half the mass on the same token,
     # so training starts near 1D attention plus the rest.
     same_token_init: float = field(default=0.0, metadata={"later": True})
+    # Not in the paper, a capacity probe: the width of each head's q, k and v (0 = the base's,
+    # width / heads: 64 in the release, 16 in the tiny base, where content alone must tell 256
+    # latents apart). Added after stored digests, like the two above.
+    head_dim: int = field(default=0, metadata={"later": True})
 
 
 def rope_1d(x_BHSd: torch.Tensor, pos_S: torch.Tensor, theta: float) -> torch.Tensor:
@@ -62,10 +66,11 @@ class STLayer(nn.Module):
             raise ValueError("same_token_init without same_token_bias: there is no bias to start at it")
         self.cfg = cfg
         D, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
+        inner = cfg.heads * (cfg.head_dim or D // cfg.heads)
         self.norm = AdaNorm(D, 3)
-        self.attn = Attention(D, cfg.heads, joint=False, pre_only=True)
+        self.attn = Attention(D, cfg.heads, joint=False, pre_only=True, head_dim=cfg.head_dim)
         self.proj_mlp = nn.Linear(D, hidden)
-        self.proj_out = nn.Linear(D + hidden, D)
+        self.proj_out = nn.Linear(inner + hidden, D)
         # Zero output projection: the layer adds exactly 0 until it has been trained. The gate is
         # NOT zeroed as well: with both at zero each one's gradient is the other (zero) and the
         # layer never leaves its initial state. Shift/scale start at 0 (a plain LayerNorm).

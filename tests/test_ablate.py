@@ -427,8 +427,8 @@ def test_a_switch_added_later_keeps_the_stage_keys_at_its_default():
     the old behaviour: the stage keys leave it out there, and only a row that sets it is new."""
     t = config_lib.load(ablate.AblateConfig, CONFIG, []).finetune
     before = config_lib.to_dict(t)
-    for k in ("same_token_bias", "same_token_init"):  # added after the 400-step study's journal
+    for k in ("same_token_bias", "same_token_init", "head_dim"):  # added after the 400-step study's journal
         del before["model"]["st"][k]
     assert ablate.key_of(t) == config_lib.digest([before])[:12]
-    for switch in ("model.st.same_token_bias=true", "model.st.same_token_init=5.74"):
+    for switch in ("model.st.same_token_bias=true", "model.st.same_token_init=5.74", "model.st.head_dim=64"):
         assert ablate.key_of(config_lib.apply(t, [switch])) != ablate.key_of(t)

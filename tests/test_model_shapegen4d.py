@@ -237,3 +237,19 @@ def test_same_token_bias_starts_as_the_papers_layer_and_trains(base_name):
     assert all(layer.same_token.grad.abs().min() > 0 for layer in biased.st_layers)
     with pytest.raises(ValueError, match="same_token_bias is for S-T attention"):
         _model(base_name, same_token_bias=True, temporal_only=True)
+
+
+@pytest.mark.parametrize("base_name", BASES)
+def test_wider_heads_start_as_the_base_and_train_every_head_channel(base_name):
+    x, sigma, cond = _batch()
+    m = _model(base_name, head_dim=32).train()  # the tiny base's heads are 16 wide
+    layer = m.st_layers[0]
+    assert tuple(layer.attn.to_q.weight.shape) == (4 * 32, 64) and layer.attn.norm_q.weight.numel() == 32
+    assert layer.proj_out.in_features == 4 * 32 + 4 * 64  # wide attention + the base's MLP ratio
+    torch.testing.assert_close(m.eval()(x, sigma, cond), _per_frame(m, x, sigma, cond), rtol=0, atol=1e-6)
+    for layer in m.st_layers:
+        torch.nn.init.normal_(layer.proj_out.weight, std=0.05)
+    m.train()(x, sigma, cond).square().mean().backward()
+    for layer in m.st_layers:
+        grad = layer.attn.to_q.weight.grad.view(4, 32, 64)  # every channel of every head gets gradient
+        assert (grad.abs().sum(-1) > 0).all()
