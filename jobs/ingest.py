@@ -208,7 +208,7 @@ def read_clips(info: DatasetInfo, split: str, limit: int = 0,
     for path in dict.fromkeys(where[sid] for sid in ids):
         t = read_shard(info, path, ["sample_id", *stored.values()])
         t = t.filter(pc.is_in(t["sample_id"], value_set=pa.array([sid for sid in ids if where[sid] == path], pa.string())))
-        arrays = {c: t[c].combine_chunks().to_numpy_ndarray().astype(np.float32, copy=False)
+        arrays = {c: np.array(t[c].combine_chunks().to_numpy_ndarray(), dtype=np.float32)  # writable, for torch
                   for c in stored.values() if c != "video"}
         for i, sid in enumerate(t["sample_id"].to_pylist()):
             out[sid] = {c: decode_video(t["video"][i].as_py()) if c == "frames" else arrays[s][i] for c, s in stored.items()}

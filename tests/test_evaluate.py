@@ -263,6 +263,7 @@ def test_read_clips_takes_the_first_ids_of_a_split_and_decodes_only_their_videos
     want = ingest.decode_batch(ingest.read_shard(info, shard), "test", test_ids[:1])
     for k in ("surface", "queries", "frames"):
         np.testing.assert_array_equal(first[test_ids[0]][k], want[k][0])
+        assert first[test_ids[0]][k].flags.writeable  # torch.from_numpy takes it without a warning
     everything = ingest.read_clips(info, "test")
     assert list(everything) == test_ids and set(everything[test_ids[1]]) == {"surface", "queries"}
     assert len(decoded) == 2  # the first call's + decode_batch's; no video without "frames"
