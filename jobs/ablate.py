@@ -129,6 +129,9 @@ class AblateConfig:
     # base, then clips, so they cover which base instance the table was measured on. 1 = one base.
     base_seeds: int = 1
     metric: str = "chamfer_aligned"  # the table gives each row's difference to `full` in this summary metric
+    # The rows every other row is paired with, one table each: variant names ("per-frame-base" for
+    # the baseline). Another row than full asks e.g. whether a new row beats 1D attention.
+    paired_with: list[str] = field(default_factory=lambda: ["full"])
 
 
 # ------------------------------------------------------------------------------- sub-configs
@@ -170,6 +173,10 @@ def check_config(cfg: AblateConfig) -> None:
         seeded = [v.name for v in cfg.variants if any(a.startswith("train.seed=") for a in v.train)]
         if seeded:
             raise config_lib.ConfigError(f"variants {seeded} set train.seed, which train_seeds > 1 sets per run")
+    unknown = sorted(set(cfg.paired_with) - set(names) - ({PER_FRAME.name} if cfg.baseline else set()))
+    if unknown:
+        raise config_lib.ConfigError(f"paired_with {unknown}: no such row (the rows: {names}"
+                                     f"{' and per-frame-base' if cfg.baseline else ''})")
     runs = [r.variant.name for v in [*cfg.variants, PER_FRAME] for r in replicas(cfg, v)]
     if len(set(runs)) != len(runs):
         raise config_lib.ConfigError(f"with train_seeds={cfg.train_seeds}, base_seeds={cfg.base_seeds} the runs' "
@@ -524,33 +531,35 @@ def pool(runs: list[dict], n_boot: int, seed: int = 0) -> dict:
             "runs": per_run}
 
 
-def comparisons(rows: list[dict], n_boot: int) -> str:
+def comparisons(rows: list[dict], n_boot: int, reference: str = "full") -> str:
     """Markdown: for every other row, the share of paired (run, clip, draw) entries on which the
-    full method is better, with its 95% interval; * where the interval excludes 0.5. Last column:
-    the median paired difference (row minus full) in the first PAIRED metric."""
-    full = next((r for r in rows if r["variant"] == "full"), None)
-    if full is None or len(rows) < 2:
+    `reference` row (the full method by default) is better, with its 95% interval; * where the
+    interval excludes 0.5. Last column: the median paired difference (row minus reference) in the
+    first PAIRED metric."""
+    ref = next((r for r in rows if r["variant"] == reference), None)
+    if ref is None or len(rows) < 2:
         return ""
-    n_bases = len({r["base"] for r in full["runs"]})
-    n_seeds = len(full["runs"]) // n_bases
+    n_bases = len({r["base"] for r in ref["runs"]})
+    n_seeds = max(len(r["runs"]) for r in rows) // n_bases  # an untrained reference has one run per base
     over = "clips"
     if n_seeds > 1:
         over = f"runs × clips (the {n_seeds} fine-tuning seeds paired run by run)"
     if n_bases > 1:
         over = (f"bases, runs within each × clips ({n_bases} bases × {n_seeds} fine-tuning run{'s' * (n_seeds > 1)} "
                 "each, paired run by run)")
-    head = ["variant", *(f"full better on {k}" for k, _ in PAIRED), f"median Δ {PAIRED[0][0]} (row − full)"]
-    md = ["Paired with the full method (same clips, same seeds): the share of (clip, draw) pairs on "
-          f"which the full method is better, 95% interval over {over}; * = significant (0.5 outside). "
-          "Last column: the median over the pairs of the row's value minus the full method's.", "",
+    who = "the full method" if reference == "full" else ref["label"]
+    head = ["variant", *(f"{reference} better on {k}" for k, _ in PAIRED), f"median Δ {PAIRED[0][0]} (row − {reference})"]
+    md = [f"Paired with {who} (same clips, same seeds): the share of (clip, draw) pairs on "
+          f"which {who} is better, 95% interval over {over}; * = significant (0.5 outside). "
+          f"Last column: the median over the pairs of the row's value minus {who}'s.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    read = functools.lru_cache(maxsize=None)(_read_csv)  # full's runs pair with every row's: read once
+    read = functools.lru_cache(maxsize=None)(_read_csv)  # the reference's runs pair with every row's: read once
     for r in rows:
-        if r is full:
+        if r is ref:
             continue
         cells, first = [], None
         for k, lower in PAIRED:
-            c = paired(full["runs"], r["runs"], k, lower, n_boot, read=read)
+            c = paired(ref["runs"], r["runs"], k, lower, n_boot, read=read)
             first = first or c
             star = "*" if c["ci"][0] > 0.5 or c["ci"][1] < 0.5 else ""
             cells.append(f"{c['win']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{star} (n={c['pairs']})")
@@ -715,7 +724,7 @@ def main(cfg: AblateConfig) -> dict:
 
     # 5. the table, the plot, one MLflow run holding them.
     md, table_csv = table(rows, cfg.metric)
-    md += "\n" + comparisons(rows, cfg.evaluation.bootstrap)
+    md += "".join("\n" + comparisons(rows, cfg.evaluation.bootstrap, ref) for ref in cfg.paired_with)
     if seeds := per_run(rows, cfg.metric):
         md += "\n" + seeds
     plot_key = "chamfer_aligned" if any(r["per_frame"].get("chamfer_aligned") for r in rows) else "chamfer"

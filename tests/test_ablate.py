@@ -340,9 +340,12 @@ def test_config_rejects_keys_the_job_derives_and_bad_variant_names():
     for overrides, match in [(["train_seeds=0"], "train_seeds must be >= 1"), (["base_seeds=0"], "base_seeds must be >= 1"),
                              (["base_seeds=2", "variants=[{name: full, label: a}, {name: full-b1, label: b}]"], "collide"),
                              (["train_seeds=2", "variants=[{name: a, label: a, train: [train.seed=3]}]"], "set train.seed"),
-                             (["train_seeds=2", "variants=[{name: full, label: a}, {name: full-s1, label: b}]"], "collide")]:
+                             (["train_seeds=2", "variants=[{name: full, label: a}, {name: full-s1, label: b}]"], "collide"),
+                             (["paired_with=[full, temporal]"], r"paired_with \['temporal'\]: no such row"),
+                             (["baseline=false", "paired_with=[per-frame-base]"], "no such row")]:
         with pytest.raises(config_lib.ConfigError, match=match):
             ablate.check_config(config_lib.load(ablate.AblateConfig, CONFIG, overrides))
+    ablate.check_config(config_lib.load(ablate.AblateConfig, CONFIG, ["paired_with=[full, temporal-only, per-frame-base]"]))
 
 
 def test_only_sampling_keys_are_split_off_a_variants_training():
@@ -414,6 +417,11 @@ def test_comparison_table_marks_significance(tmp_path, monkeypatch):
     monkeypatch.setattr(ablate, "_read_csv", lambda path, key, read=ablate._read_csv: reads.append((path, key)) or read(path, key))
     md = ablate.comparisons(rows, 200).splitlines()
     assert len(reads) == len(set(reads)) == 3 * len(ablate.PAIRED)  # full's CSV read once, not once per row
+    # Paired with another row: its label, its wins (Worse beats nobody, Full and Same beat it)
+    by_worse = ablate.comparisons(rows, 200, reference="worse").splitlines()
+    assert by_worse[0].startswith("Paired with Worse (same clips, same seeds)") and "worse better on chamfer_aligned" in by_worse[2]
+    assert [x.split(" | ")[1] for x in by_worse[4:]] == ["0.00 [0.00, 0.00]* (n=24)"] * 2
+    assert by_worse[4].startswith("| Full") and by_worse[4].endswith("-0.2000 |")
     worse, same = next(x for x in md if x.startswith("| Worse")), next(x for x in md if x.startswith("| Same"))
     # chamfer_aligned is the first paired column; the CSVs have no other metric (no pairs there)
     assert worse.split(" | ")[1] == "1.00 [1.00, 1.00]* (n=24)"
