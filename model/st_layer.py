@@ -35,7 +35,7 @@ class STConfig:
     same_token_bias: bool = field(default=False, metadata={"later": True})
     # The bias's value at init. 0 leaves the layer the paper's at step 0 and gets little gradient
     # (7 of a query's ~2k keys are touched); log(keys / 7) puts half the mass on the same token,
-    # so training starts near 1D attention plus the rest.
+    # so training starts near 1D attention plus the rest, keeps it, and draws level with 1D (README).
     same_token_init: float = field(default=0.0, metadata={"later": True})
     # Not in the paper, a capacity probe: the width of each head's q, k and v (0 = the base's,
     # width / heads: 64 in the release, 16 in the tiny base, where content alone must tell 256
