@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,18 +59,17 @@ def uniform_shares(T: int, N: int, L: int) -> np.ndarray:
     return np.array([(T - 1) / (T * P), 1 / T, N / P])
 
 
-def load_model(uri: str, tracking_uri: str | None, dst: Path):
-    """(pipeline, meta) of a registered model (models:/...) or a packed model folder."""
-    from jobs import registry
+def load_model(uri: str, tracking_uri: str | None):
+    """(pipeline, meta) on the CPU of a registered model (models:/...), any MLflow model URI or a
+    packed model folder (`components.fetch_folder` fetches it)."""
+    from jobs import components, registry
 
-    if uri.startswith("models:/"):
+    if tracking_uri:
         import mlflow
 
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        folder = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dst)))
-        uri = str(next(folder.rglob(registry.META)).parent)
-    return registry.load_pipeline(Path(uri), device="cpu")
+        mlflow.set_tracking_uri(tracking_uri)
+    folder = components.fetch_folder(uri)
+    return registry.load_pipeline(next(folder.rglob(registry.META)).parent, device="cpu")
 
 
 @torch.no_grad()
@@ -113,8 +111,6 @@ def measure(pipeline, clips: dict, sigmas: list[float], num_surface: int, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tempfile
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="models:/<name>@<alias> or a packed model folder")
     ap.add_argument("--tracking-uri", default=None)
@@ -125,10 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-surface", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        pipeline, _ = load_model(a.model, a.tracking_uri, Path(tmp))
-        clips = ingest.read_clips(ingest.open_dataset(a.data), a.split, a.limit, ("surface", "queries", "frames"))
-        shares, (T, N, L) = measure(pipeline, clips, [float(s) for s in a.sigmas.split(",")], a.num_surface, a.seed)
+    pipeline, _ = load_model(a.model, a.tracking_uri)
+    clips = ingest.read_clips(ingest.open_dataset(a.data), a.split, a.limit, ("surface", "queries", "frames"))
+    shares, (T, N, L) = measure(pipeline, clips, [float(s) for s in a.sigmas.split(",")], a.num_surface, a.seed)
     uni = uniform_shares(T, N, L)
     print(f"{a.model}: {len(clips)} {a.split} clips, sigma {a.sigmas}; T={T} frames, N={N} image tokens, L={L} latents")
     print("| S-T layer | " + " | ".join(f"{s} (uniform {u:.4f})" for s, u in zip(SHARES, uni)) + " | same token / uniform |")

@@ -154,14 +154,20 @@ def read_shard(info: DatasetInfo, shard: str, columns: list[str] | None = None):
         return pq.read_table(f, columns=columns)
 
 
+def split_ids(info: DatasetInfo, split: str) -> dict[str, str]:
+    """{sample_id: shard path} of the rows of `split`, read from the id columns only."""
+    where = {}
+    for shard in info.manifest["shards"]:
+        if shard.get("splits", {split: 1}).get(split, 0):  # per-split counts: skip shards without the split
+            t = read_shard(info, shard["path"], ["sample_id", "split"]).to_pydict()
+            where.update({sid: shard["path"] for sid, s in zip(t["sample_id"], t["split"]) if s == split})
+    return where
+
+
 def subset_ids(info: DatasetInfo, split: str, n: int) -> list[str]:
     """The `n` sample_ids of `split` whose sha256 ranks lowest, sorted: a fixed subset that does
     not depend on shard order, mixes the families (ids name them), and grows by nesting with n."""
-    have = []
-    for shard in info.manifest["shards"]:
-        if shard["splits"].get(split, 0):
-            t = read_shard(info, shard["path"], ["sample_id", "split"]).to_pydict()
-            have += [sid for sid, s in zip(t["sample_id"], t["split"]) if s == split]
+    have = list(split_ids(info, split))
     if n > len(have):
         raise ValueError(f"data.max_clips={n} but split {split!r} of {info.uri} has {len(have)} clip(s)")
     return sorted(sorted(have, key=lambda sid: hashlib.sha256(sid.encode()).hexdigest())[:n])
@@ -195,11 +201,7 @@ def read_clips(info: DatasetInfo, split: str, limit: int = 0,
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    where = {}  # sample_id -> shard
-    for shard in info.manifest["shards"]:
-        if shard.get("splits", {split: 1}).get(split, 0):  # per-split counts: skip shards without the split
-            t = read_shard(info, shard["path"], ["sample_id", "split"]).to_pydict()
-            where.update({sid: shard["path"] for sid, s in zip(t["sample_id"], t["split"]) if s == split})
+    where = split_ids(info, split)
     if not where:
         raise ValueError(f"{info.uri} has no {split!r} clips")
     ids = sorted(where)[:limit] if limit > 0 else sorted(where)
